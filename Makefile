@@ -1,0 +1,54 @@
+# ams — see README.md. The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+STACK_DIR ?= $(CURDIR)/.stack
+export AMS_STACK_DIR := $(STACK_DIR)
+BIN := $(CURDIR)/bin/ams
+# Integration tests share one stack; keep their parallelism modest on a 2-core box.
+TEST_FLAGS ?= -count=1 -timeout 20m -p 2
+
+.PHONY: all build run test unit integration bench fuzz lint up down clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ams
+
+## run: bring up the local stack and run the whole pipeline with a simulated fleet
+run: up build
+	bash deploy/run.sh
+
+## test: bring up the local stack (installing what is missing), then run unit and integration tests
+test: up lint
+	$(GO) test $(TEST_FLAGS) -tags integration ./...
+
+## unit: unit tests only (no services needed)
+unit:
+	$(GO) test -count=1 ./...
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+## fuzz: run every fuzz target for FUZZTIME each (default 60s)
+FUZZTIME ?= 60s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
+	  if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+up:
+	bash deploy/stack/up.sh
+
+down:
+	bash deploy/stack/down.sh
+
+clean:
+	rm -rf bin
