@@ -32,6 +32,12 @@ func commands() []command {
 	return []command{
 		migrateCommand(),
 		configCommand(),
+		simulateCommand(),
+		ingestCommand(),
+		egressCommand(),
+		sinkCommand(),
+		processCommand(),
+		apiCommand(),
 	}
 }
 

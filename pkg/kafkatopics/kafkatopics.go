@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 )
@@ -136,7 +137,20 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, l Layout) error {
 			return fmt.Errorf("create topic %s: %w", s.Name, resp.Err)
 		}
 	}
-	return Check(ctx, adm, n, l.Partitions)
+	// A new topic's metadata reaches every broker shortly after CreateTopics
+	// answers: retry the check for a while before calling it a failure.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = Check(ctx, adm, n, l.Partitions)
+		if err == nil || !errors.Is(err, ErrLayout) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // ErrLayout is returned (wrapped) by Check when the topics are missing, not

@@ -19,6 +19,10 @@
 //     so a partition's next owner re-arms every timer after restoring the
 //     changelog. A fired timer's outputs and state change commit in a
 //     transaction like any input.
+//
+// Runner is the runtime (Config declares the topics; CheckTopology is its
+// start-up check); ORDERING.md beside this file gives the order of its steps.
+// Package keyedtest runs a Handler the same way without a broker.
 package keyed
 
 import "time"
@@ -55,7 +59,12 @@ type Handler[S any] interface {
 	// pointer it was given means "unchanged" (nothing goes to the changelog);
 	// returning nil deletes the state (a tombstone goes to the changelog).
 	Process(now time.Time, key string, state *S, in Input) (next *S, out []Output, err error)
-	// Timer is called once the key's deadline (from Deadline) has passed.
+	// Timer is called once the key's deadline (from Deadline) has passed
+	// (at the runtime's first timer tick at or after it; now is never
+	// before the deadline). The key's timer is then re-armed from the
+	// returned state's Deadline only if that is after now: a Timer that
+	// leaves the deadline where it was disarms the key until its state
+	// next changes, rather than firing in a loop.
 	Timer(now time.Time, key string, state *S) (next *S, out []Output, err error)
 	// Deadline returns the key's next timer, if it has one.
 	Deadline(state *S) (at time.Time, ok bool)

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ivms/ams/pkg/opshttp"
+	"github.com/ivms/ams/schemas"
+	amsredis "github.com/ivms/ams/sinks/redis"
+)
+
+// redisFlags are the flags of every role that talks to Redis.
+type redisFlags struct {
+	addr     string
+	username string
+	password string
+	db       int
+	prefix   string
+}
+
+func (r *redisFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.addr, "redis-addr", "127.0.0.1:6379", "Redis address (host:port)")
+	fs.StringVar(&r.username, "redis-username", "", "Redis ACL user (empty: default)")
+	fs.StringVar(&r.password, "redis-password", "", "Redis password")
+	fs.IntVar(&r.db, "redis-db", 0, "Redis database number")
+	fs.StringVar(&r.prefix, "redis-prefix", amsredis.DefaultPrefix, "prefix of every Redis key (isolates test runs; the sink and the API must agree)")
+}
+
+func (r *redisFlags) client() *goredis.Client {
+	return goredis.NewClient(&goredis.Options{Addr: r.addr, Username: r.username, Password: r.password, DB: r.db})
+}
+
+func (r *redisFlags) keys() amsredis.Keys { return amsredis.Keys{Prefix: r.prefix} }
+
+// redisSinkFlags is `ams sink redis`: project the current state into Redis.
+func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
+	var k kafkaFlags
+	var lf logFlags
+	var rf redisFlags
+	k.register(fs)
+	lf.register(fs)
+	rf.register(fs)
+	opsAddr := fs.String("ops-addr", ":9105", "listen address of /healthz, /readyz and /metrics (empty: off)")
+	group := fs.String("sink-group", "ams-sink-redis", "Kafka consumer group of the Redis sink instances (a new group replays the whole log)")
+	maxPoll := fs.Int("max-poll", 1000, "most records applied to Redis in one pipeline")
+	return func(ctx context.Context, stdout, stderr io.Writer) error {
+		log, err := lf.logger(stderr)
+		if err != nil {
+			return err
+		}
+		reg, err := schemas.NewRegistry()
+		if err != nil {
+			return err
+		}
+		rdb := rf.client()
+		defer rdb.Close()
+		ops := opshttp.New(log)
+		m := amsredis.NewMetrics(ops.Registry)
+		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
+		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll}, proj, rdb, log, m)
+		if err != nil {
+			return fmt.Errorf("redis sink: %w", err)
+		}
+		ops.AddCheck("kafka+redis", s.Ready)
+		log.Info("redis sink starting", "redis", rf.addr, "prefix", rf.prefix, "group", *group)
+		return runWithOps(ctx, ops, *opsAddr, s.Run)
+	}
+}

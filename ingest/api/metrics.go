@@ -1,0 +1,68 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec   // route, code
+	duration    *prometheus.HistogramVec // route
+	brokerAuth  *prometheus.CounterVec   // kind (authn, authz), result, reason
+	waiting     prometheus.Gauge
+	waitRefused prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_api_requests_total",
+			Help: "HTTP API requests by route and status code"}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_api_request_seconds",
+			Help: "HTTP API request duration by route (a ?wait= request included)", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"route"}),
+		brokerAuth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_api_broker_auth_total",
+			Help: "broker authentication (authn) and authorization (authz) decisions by result and reason"}, []string{"kind", "result", "reason"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_api_waiting_requests",
+			Help: "command requests waiting (?wait=) for a final state"}),
+		waitRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_api_wait_refused_total",
+			Help: "?wait= requests answered at once because too many were waiting"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.brokerAuth, m.waiting, m.waitRefused)
+	}
+	return m
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *Server) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.code == 0 {
+			rec.code = http.StatusOK
+		}
+		s.m.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+		s.m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}

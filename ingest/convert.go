@@ -1,0 +1,199 @@
+package ingest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/schemas"
+)
+
+// Reasons of the rejects ingest writes to ams.rejects (Stage INGEST).
+const (
+	ReasonBadTopic         = "bad_topic"         // not /ivms/pub/{sn} with a valid sn, nor an event topic
+	ReasonEmptyPayload     = "empty_payload"     // a frame with no bytes
+	ReasonOversizePayload  = "oversize_payload"  // longer than the configured limit; the payload is truncated
+	ReasonClientIDMismatch = "clientid_mismatch" // the broker reported a client id that is not the topic's
+	ReasonBadEvent         = "bad_event"         // a connection event that does not parse
+)
+
+// Reasons a connection event is skipped (counted, not written).
+const (
+	SkipOwnClient = "own_client" // the client id has one of ams's own prefixes
+	SkipNotDevice = "not_device" // the client id is not a valid sn
+)
+
+// Outcome kinds of Convert.
+const (
+	OutFrame        = "frame"
+	OutConnected    = "connected"
+	OutDisconnected = "disconnected"
+	OutReject       = "reject"
+	OutSkip         = "skip"
+)
+
+// Outcome says what Convert made of a message.
+type Outcome struct {
+	Kind   string // one of the Out* kinds
+	Reason string // the reject or skip reason
+}
+
+// Encoder frames a record value (schemas.Registry).
+type Encoder interface {
+	Encode(v any) ([]byte, error)
+}
+
+// ConverterConfig configures a Converter.
+type ConverterConfig struct {
+	Names    kafkatopics.Names
+	IngestID string // written to UplinkRaw.Ingest
+	// MaxPayload is the largest payload accepted, in bytes; larger ones are
+	// rejected with ReasonOversizePayload.
+	MaxPayload int
+	// RejectPayloadMax truncates the payload kept in an oversize reject.
+	RejectPayloadMax int
+	// Events are the connection-event filters (connected and disconnected).
+	Events []EventFilter
+	// OwnClientPrefixes: connection events of client ids starting with one
+	// of these are ams's own clients and are skipped.
+	OwnClientPrefixes []string
+}
+
+// Converter turns MQTT messages into Kafka records: a frame or a connection
+// event of a device into an UplinkRaw on ams.uplink.raw keyed by sn, anything
+// refused into a Reject on ams.rejects. It is pure (no I/O) and safe for
+// concurrent use.
+type Converter struct {
+	cfg ConverterConfig
+	enc Encoder
+}
+
+// NewConverter returns a Converter.
+func NewConverter(cfg ConverterConfig, enc Encoder) *Converter {
+	if cfg.RejectPayloadMax <= 0 {
+		cfg.RejectPayloadMax = 4096
+	}
+	return &Converter{cfg: cfg, enc: enc}
+}
+
+// Convert returns the record to write for m, or nil with Outcome OutSkip for a
+// skipped connection event. The error is an encoding failure only (a bug, or
+// a schema out of step with the types): a message is never dropped for it.
+func (c *Converter) Convert(m *Message) (*kgo.Record, Outcome, error) {
+	for _, f := range c.cfg.Events {
+		if _, _, ok := f.match(m.Topic); ok {
+			return c.event(f, m)
+		}
+	}
+	sn, ok := protocol.SNFromUplinkTopic(m.Topic)
+	if !ok || !ValidSN(sn) {
+		return c.reject(m, "", ReasonBadTopic, "not a device uplink topic (/ivms/pub/{sn}, sn 1-64 printable ASCII without / + #)")
+	}
+	switch {
+	case len(m.Payload) == 0:
+		return c.reject(m, sn, ReasonEmptyPayload, "empty frame")
+	case len(m.Payload) > c.cfg.MaxPayload:
+		return c.reject(m, sn, ReasonOversizePayload, fmt.Sprintf("frame of %d bytes, limit %d", len(m.Payload), c.cfg.MaxPayload))
+	}
+	u := &schemas.UplinkRaw{
+		Kind:       schemas.UplinkFrame,
+		SN:         sn,
+		Topic:      m.Topic,
+		Payload:    m.Payload,
+		IngestTime: m.Received,
+		Ingest:     c.cfg.IngestID,
+	}
+	return c.record(c.cfg.Names.UplinkRaw, sn, u, Outcome{Kind: OutFrame})
+}
+
+func (c *Converter) event(f EventFilter, m *Message) (*kgo.Record, Outcome, error) {
+	switch {
+	case len(m.Payload) == 0:
+		return c.reject(m, "", ReasonBadEvent, "empty connection event")
+	case len(m.Payload) > c.cfg.MaxPayload:
+		return c.reject(m, "", ReasonOversizePayload, fmt.Sprintf("event of %d bytes, limit %d", len(m.Payload), c.cfg.MaxPayload))
+	}
+	ev, err := ParseEvent(f, m.Topic, m.Payload)
+	if err != nil {
+		if errors.Is(err, errClientIDMismatch) {
+			return c.reject(m, "", ReasonClientIDMismatch, err.Error())
+		}
+		return c.reject(m, "", ReasonBadEvent, err.Error())
+	}
+	for _, p := range c.cfg.OwnClientPrefixes {
+		if p != "" && strings.HasPrefix(ev.ClientID, p) {
+			return nil, Outcome{Kind: OutSkip, Reason: SkipOwnClient}, nil
+		}
+	}
+	if !ValidSN(ev.ClientID) {
+		return nil, Outcome{Kind: OutSkip, Reason: SkipNotDevice}, nil
+	}
+	u := &schemas.UplinkRaw{
+		Kind:        ev.Kind,
+		SN:          ev.ClientID,
+		Topic:       m.Topic,
+		Payload:     m.Payload,
+		ClientID:    ev.ClientID,
+		Username:    ev.Username,
+		Reason:      ev.Reason,
+		Node:        ev.Node,
+		BrokerTime:  ev.BrokerTime,
+		ConnectedAt: ev.ConnectedAt,
+		IngestTime:  m.Received,
+		Ingest:      c.cfg.IngestID,
+	}
+	kind := OutConnected
+	if ev.Kind == schemas.UplinkDisconnected {
+		kind = OutDisconnected
+	}
+	return c.record(c.cfg.Names.UplinkRaw, ev.ClientID, u, Outcome{Kind: kind})
+}
+
+func (c *Converter) reject(m *Message, sn, reason, detail string) (*kgo.Record, Outcome, error) {
+	payload := m.Payload
+	if len(payload) > c.cfg.RejectPayloadMax {
+		payload = payload[:c.cfg.RejectPayloadMax]
+	}
+	r := &schemas.Reject{
+		RejectID:        newID(),
+		Stage:           schemas.StageIngest,
+		Reason:          reason,
+		Detail:          detail,
+		SN:              sn,
+		Topic:           m.Topic,
+		Payload:         payload,
+		SourcePartition: -1,
+		SourceOffset:    -1,
+		At:              m.Received,
+	}
+	return c.record(c.cfg.Names.Rejects, sn, r, Outcome{Kind: OutReject, Reason: reason})
+}
+
+func (c *Converter) record(topic, key string, v any, o Outcome) (*kgo.Record, Outcome, error) {
+	b, err := c.enc.Encode(v)
+	if err != nil {
+		return nil, o, fmt.Errorf("encode %s record: %w", o.Kind, err)
+	}
+	rec := &kgo.Record{Topic: topic, Value: b}
+	if key != "" {
+		rec.Key = []byte(key)
+	}
+	return rec, o, nil
+}
+
+// newID returns 32 random hex digits.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// receivedNow is time.Now in UTC at millisecond precision (what Avro keeps).
+func receivedNow() time.Time { return time.Now().UTC() }

@@ -1,0 +1,55 @@
+//go:build integration
+
+package kafkatopics_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/pkg/testenv"
+)
+
+func TestEnsureAndCheck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	adm := kadm.NewClient(testenv.KafkaClient(t))
+	names := kafkatopics.WithPrefix(testenv.Unique(t, "topics") + ".")
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.All()...) })
+
+	if err := kafkatopics.Check(ctx, adm, names, 3); !errors.Is(err, kafkatopics.ErrLayout) {
+		t.Fatalf("Check before Ensure = %v, want ErrLayout", err)
+	}
+	layout := kafkatopics.Layout{Partitions: 3, Replication: 1}
+	if err := kafkatopics.Ensure(ctx, adm, names, layout); err != nil {
+		t.Fatalf("Ensure: %v", err)
+	}
+	if err := kafkatopics.Ensure(ctx, adm, names, layout); err != nil {
+		t.Fatalf("second Ensure (idempotent): %v", err)
+	}
+	// A consumer expecting another partition count is refused.
+	err := kafkatopics.Check(ctx, adm, names, 4)
+	if !errors.Is(err, kafkatopics.ErrLayout) || !strings.Contains(err.Error(), "co-partitioned") {
+		t.Fatalf("Check(4) = %v, want a co-partitioning error", err)
+	}
+	// One topic grown apart from the others breaks co-partitioning.
+	if _, err := adm.UpdatePartitions(ctx, 5, names.Presence); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = kafkatopics.Check(ctx, adm, names, 0)
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !errors.Is(err, kafkatopics.ErrLayout) || !strings.Contains(err.Error(), names.Presence) {
+		t.Fatalf("Check after growing %s = %v, want a co-partitioning error naming it", names.Presence, err)
+	}
+}

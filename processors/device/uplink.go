@@ -1,0 +1,363 @@
+package device
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/processors/presence"
+	"github.com/ivms/ams/schemas"
+)
+
+// uplink handles one ams.uplink.raw record.
+func (c *call) uplink(s *State) *State {
+	if c.in.Value == nil {
+		c.reject(ReasonBadRecord, "tombstone on "+c.in.Topic, "", nil)
+		return s
+	}
+	var raw schemas.UplinkRaw
+	if err := c.p.reg.Decode(c.in.Value, &raw); err != nil {
+		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
+		return s
+	}
+	if raw.SN != c.sn {
+		c.reject(ReasonSNMismatch, fmt.Sprintf("record sn %q is not the key", raw.SN), raw.Topic, raw.Payload)
+		return s
+	}
+	switch raw.Kind {
+	case schemas.UplinkFrame:
+		return c.frame(s, &raw)
+	case schemas.UplinkConnected, schemas.UplinkDisconnected:
+		return c.connection(s, &raw)
+	}
+	c.reject(ReasonUnknownKind, fmt.Sprintf("uplink kind %q", raw.Kind), raw.Topic, raw.Payload)
+	return s
+}
+
+// eventTime is when an uplink happened: the broker's time, else ingest's.
+func (c *call) eventTime(raw *schemas.UplinkRaw) time.Time {
+	switch {
+	case raw.BrokerTime != nil && !raw.BrokerTime.IsZero():
+		return *raw.BrokerTime
+	case !raw.IngestTime.IsZero():
+		return raw.IngestTime
+	case !c.in.Timestamp.IsZero():
+		return c.in.Timestamp
+	}
+	return c.now
+}
+
+func unixMilli(t *time.Time) int64 {
+	if t == nil || t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// event returns a DeviceEvent of the input with the fields every kind shares.
+func (c *call) event(kind string, raw *schemas.UplinkRaw) *schemas.DeviceEvent {
+	c.p.m.frames.WithLabelValues(kind).Inc()
+	return &schemas.DeviceEvent{
+		EventID:     c.src,
+		SN:          c.sn,
+		Kind:        kind,
+		BrokerTime:  raw.BrokerTime,
+		IngestTime:  raw.IngestTime,
+		ProcessedAt: c.now,
+	}
+}
+
+func (c *call) frameEvent(kind string, raw *schemas.UplinkRaw, f protocol.Frame, body string) {
+	e := c.event(kind, raw)
+	e.CmdType = int32(f.CmdType)
+	e.SubType = int32(subType(f))
+	e.MsgID = f.MsgID
+	e.ProtocolVersion = f.ProtocolVersion
+	e.Body = body
+	c.emit(c.p.topics.DeviceEvents, e)
+}
+
+// connection handles a broker connect / disconnect event.
+func (c *call) connection(s *State, raw *schemas.UplinkRaw) *State {
+	if raw.ClientID != "" && raw.ClientID != c.sn {
+		c.reject(ReasonForeignClient, fmt.Sprintf("client id %q is not the device's sn", raw.ClientID), raw.Topic, raw.Payload)
+		return s
+	}
+	connected := raw.Kind == schemas.UplinkConnected
+	epoch := unixMilli(raw.ConnectedAt)
+	at := c.eventTime(raw)
+	if connected && epoch == 0 {
+		// EMQX 4 reports only ts: the connect event's time is the epoch.
+		epoch = unixMilli(raw.BrokerTime)
+		if epoch == 0 {
+			epoch = presence.Millis(at).UnixMilli()
+		}
+	}
+	if connected && raw.BrokerTime == nil && raw.ConnectedAt != nil {
+		at = *raw.ConnectedAt
+	}
+	e := c.event(schemas.EventConnection, raw)
+	e.Connection = &schemas.Connection{
+		Connected:   connected,
+		ClientID:    raw.ClientID,
+		ConnectedAt: raw.ConnectedAt,
+	}
+	kind := presence.Connected
+	if !connected {
+		e.Connection.Reason = raw.Reason
+		kind = presence.Disconnected
+	}
+	c.emit(c.p.topics.DeviceEvents, e)
+	next := c.change(s)
+	c.observe(next, presence.Event{Kind: kind, At: at, Epoch: epoch, Detail: raw.Reason})
+	return next
+}
+
+// seen records an accepted frame in next's presence.
+func (c *call) seen(next *State, raw *schemas.UplinkRaw) {
+	c.frameSeen = true
+	c.observe(next, presence.Event{Kind: presence.Seen, At: c.eventTime(raw), Epoch: unixMilli(raw.ConnectedAt)})
+}
+
+// frame handles one frame published by the device.
+func (c *call) frame(s *State, raw *schemas.UplinkRaw) *State {
+	f, err := protocol.DecodeFrame(raw.Payload)
+	if err != nil {
+		c.rejectErr(err, raw)
+		return s
+	}
+	switch f.CmdType {
+	case protocol.CmdHandshake:
+		return c.handshake(s, raw, f)
+	case protocol.CmdConfiguration, protocol.CmdHeartbeat, protocol.CmdReply, protocol.CmdAms:
+		return c.known(s, raw, f)
+	}
+	return c.unknown(s, raw, f)
+}
+
+// handshake answers iCmdType 0. A redelivered copy of the accepted request
+// (same sData) gets the reply already sent, and keeps the session; a new
+// request gets a new session.
+func (c *call) handshake(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State {
+	digest := sha256.Sum256([]byte(f.Data))
+	if s != nil && s.session != nil && s.sealedReply != nil && s.handshake == digest {
+		payload, err := c.p.open(c.sn, purposeReply, s.sealedReply)
+		if err != nil {
+			c.fail(fmt.Errorf("device: %s: stored handshake reply: %w", c.sn, err))
+			return s
+		}
+		next := c.change(s)
+		c.frameEvent(schemas.EventHandshake, raw, f, "")
+		c.seen(next, raw)
+		c.downlink(payload, protocol.Frame{CmdType: protocol.CmdHandshake}, PurposeHandshakeReply)
+		return next
+	}
+	req, err := protocol.ParseHandshake(c.p.keys, f.Data)
+	if err != nil {
+		c.rejectErr(err, raw)
+		return s
+	}
+	reply, err := req.Reply(c.p.rand)
+	if err != nil {
+		c.fail(fmt.Errorf("device: %s: handshake reply: %w", c.sn, err))
+		return s
+	}
+	key := reply.Session
+	payload := protocol.Frame{CmdType: protocol.CmdHandshake, ProtocolVersion: f.ProtocolVersion, Data: reply.SData}.Encode()
+	var plain [sessionPlainLen]byte
+	copy(plain[:32], key.Key[:])
+	copy(plain[32:], key.IV[:])
+	sealedSession, err := c.p.seal(c.sn, purposeSession, plain[:])
+	clear(plain[:])
+	if err != nil {
+		c.fail(err)
+		return s
+	}
+	sealedReply, err := c.p.seal(c.sn, purposeReply, payload)
+	if err != nil {
+		c.fail(err)
+		return s
+	}
+	next := c.change(s)
+	next.session = &key
+	next.sealedSession = sealedSession
+	next.sessionAt = c.now
+	next.handshake = digest
+	next.sealedReply = sealedReply
+	c.frameEvent(schemas.EventHandshake, raw, f, "")
+	c.seen(next, raw)
+	c.downlink(payload, protocol.Frame{CmdType: protocol.CmdHandshake}, PurposeHandshakeReply)
+	return next
+}
+
+// snField reads the optional sDeviceSn of any body.
+type snField struct {
+	DeviceSn *string `json:"sDeviceSn"`
+}
+
+// parseBody checks a decrypted body is a UTF-8 JSON object and decodes it
+// into each of vs. It returns the reject reason and detail, or "".
+func parseBody(pt []byte, vs ...any) (reason, detail string) {
+	if !utf8.Valid(pt) {
+		return string(protocol.ReasonBadUTF8), "body is not valid UTF-8"
+	}
+	if !isObject(pt) {
+		return string(protocol.ReasonBadJSON), "body is not a JSON object"
+	}
+	for _, v := range vs {
+		if err := json.Unmarshal(pt, v); err != nil {
+			return string(protocol.ReasonBadJSON), "body does not decode: " + err.Error()
+		}
+	}
+	return "", ""
+}
+
+func isObject(b []byte) bool {
+	for _, ch := range b {
+		switch ch {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		return ch == '{'
+	}
+	return false
+}
+
+// known handles the frame kinds that carry an encrypted body: 1, 2, 6, 7.
+func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State {
+	if !s.HasSession() {
+		c.reject(ReasonNoSession, fmt.Sprintf("iCmdType %d from a device without a session", f.CmdType), raw.Topic, raw.Payload)
+		return s
+	}
+	pt, err := protocol.DecryptBody(*s.session, f.Data)
+	if err != nil {
+		c.rejectErr(err, raw)
+		return s
+	}
+	var sn snField
+	var cfg protocol.Configuration
+	var stream protocol.StreamURLRequest
+	var upload protocol.UploadParamsRequest
+	into := []any{&sn}
+	switch {
+	case f.CmdType == protocol.CmdConfiguration:
+		into = append(into, &cfg)
+	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsStreamURL:
+		into = append(into, &stream)
+	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsUploadParams:
+		into = append(into, &upload)
+	}
+	if reason, detail := parseBody(pt, into...); reason != "" {
+		c.reject(reason, detail, raw.Topic, raw.Payload)
+		return s
+	}
+	if sn.DeviceSn != nil && *sn.DeviceSn != c.sn {
+		c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *sn.DeviceSn), raw.Topic, raw.Payload)
+		return s
+	}
+	body := string(pt)
+	next := c.change(s)
+	switch f.CmdType {
+	case protocol.CmdConfiguration:
+		c.frameEvent(schemas.EventConfiguration, raw, f, body)
+		c.seen(next, raw)
+		c.configReplies(next, f)
+	case protocol.CmdHeartbeat:
+		c.frameEvent(schemas.EventHeartbeat, raw, f, body)
+		c.seen(next, raw)
+		c.reply(next, f, protocol.CmdHeartbeat, 0, false, heartbeatReply, PurposeHeartbeatReply)
+	case protocol.CmdReply:
+		c.frameEvent(schemas.EventReply, raw, f, body)
+		c.seen(next, raw)
+		next = c.commandReply(next, f, body)
+	case protocol.CmdAms:
+		switch f.AmsCmdType {
+		case protocol.AmsStreamURL:
+			c.frameEvent(schemas.EventStreamRequest, raw, f, body)
+			c.seen(next, raw)
+			c.streamReply(next, f, stream)
+		case protocol.AmsUploadParams:
+			c.frameEvent(schemas.EventUploadRequest, raw, f, body)
+			c.seen(next, raw)
+			c.uploadReply(next, f, upload)
+		case protocol.AmsStreamControl, protocol.AmsUploadControl:
+			c.frameEvent(schemas.EventReply, raw, f, body)
+			c.seen(next, raw)
+			next = c.commandReply(next, f, body)
+		default:
+			c.frameEvent(schemas.EventUnknown, raw, f, body)
+			c.seen(next, raw)
+		}
+	}
+	return next
+}
+
+// unknown handles frame kinds the cloud does not act on (3 up, 4, 5, 8 to
+// 16): accepted and recorded with the decrypted body when it decrypts to a
+// JSON object, else with the frame as received.
+func (c *call) unknown(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State {
+	body := string(raw.Payload)
+	if s.HasSession() && f.Data != "" {
+		if pt, err := protocol.DecryptBody(*s.session, f.Data); err == nil {
+			var sn snField
+			if reason, _ := parseBody(pt, &sn); reason == "" {
+				if sn.DeviceSn != nil && *sn.DeviceSn != c.sn {
+					c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *sn.DeviceSn), raw.Topic, raw.Payload)
+					return s
+				}
+				body = string(pt)
+			}
+		}
+	}
+	next := c.change(s)
+	c.frameEvent(schemas.EventUnknown, raw, f, body)
+	c.seen(next, raw)
+	return next
+}
+
+// registry handles one ams.registry record: a registration, or a tombstone
+// that removes it. The session and presence are kept either way.
+func (c *call) registry(s *State) *State {
+	if c.in.Value == nil {
+		if s == nil || !s.reg.Registered {
+			return s
+		}
+		next := c.change(s)
+		next.reg = Registration{}
+		if next.empty() {
+			return nil
+		}
+		return next
+	}
+	var r schemas.Registration
+	if err := c.p.reg.Decode(c.in.Value, &r); err != nil {
+		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
+		return s
+	}
+	if r.SN != c.sn {
+		c.reject(ReasonSNMismatch, fmt.Sprintf("registration sn %q is not the key", r.SN), "", c.in.Value)
+		return s
+	}
+	reg := Registration{Registered: true, Bound: r.Bound, Name: r.Name, StreamURL: r.StreamURL, TokenSHA256: r.TokenSHA256}
+	if s != nil && s.reg == reg {
+		return s
+	}
+	next := c.change(s)
+	next.reg = reg
+	return next
+}
+
+// msgID returns a fresh 32-hex-digit message id.
+func (c *call) msgID() string {
+	var b [16]byte
+	if _, err := io.ReadFull(c.p.rand, b[:]); err != nil {
+		c.fail(fmt.Errorf("device: reading a message id: %w", err))
+		return ""
+	}
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,63 @@
+package keyed
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of one Runner; every series carries the const label processor.
+type metrics struct {
+	records      *prometheus.CounterVec // committed input records, by topic
+	outputs      *prometheus.CounterVec // committed output records, by topic
+	txns         *prometheus.CounterVec // transactions, by result committed|aborted
+	batchSeconds prometheus.Histogram   // poll-to-end of one transaction
+	stateKeys    *prometheus.GaugeVec   // keys with state, by partition
+	restoreSecs  prometheus.Histogram   // duration of one partition restore
+	restoreRecs  prometheus.Counter     // changelog records read by restores
+	timersFired  prometheus.Counter     // committed timer firings
+	lag          *prometheus.GaugeVec   // high watermark - next offset, by topic, partition
+	changelog    prometheus.Counter     // committed changelog records
+	restoring    prometheus.Gauge       // partitions being restored
+}
+
+func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
+	cl := prometheus.Labels{"processor": name}
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_keyed_records_total",
+			Help: "Input records processed in committed transactions.", ConstLabels: cl}, []string{"topic"}),
+		outputs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_keyed_outputs_total",
+			Help: "Output records in committed transactions.", ConstLabels: cl}, []string{"topic"}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_keyed_transactions_total",
+			Help: "Transactions ended, by result (committed, aborted).", ConstLabels: cl}, []string{"result"}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ams_keyed_batch_seconds",
+			Help: "Time from a batch's poll to the end of its transaction.", ConstLabels: cl,
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		stateKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ams_keyed_state_keys",
+			Help: "Keys with state, per owned partition.", ConstLabels: cl}, []string{"partition"}),
+		restoreSecs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ams_keyed_restore_seconds",
+			Help: "Duration of a partition's state restore from its changelog.", ConstLabels: cl,
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		restoreRecs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_restore_records_total",
+			Help: "Changelog records read while restoring.", ConstLabels: cl}),
+		timersFired: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_timers_fired_total",
+			Help: "Timers fired in committed transactions.", ConstLabels: cl}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ams_keyed_lag",
+			Help: "Records between the last polled offset and the high watermark, per input partition.", ConstLabels: cl}, []string{"topic", "partition"}),
+		changelog: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_changelog_records_total",
+			Help: "State changes written to the changelog in committed transactions.", ConstLabels: cl}),
+		restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_keyed_restoring_partitions",
+			Help: "Assigned partitions whose state is being restored (not yet taking input).", ConstLabels: cl}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring} {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return m, errors.Join(errs...)
+}

@@ -1,0 +1,682 @@
+package keyed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ivms/ams/processors/keyed/internal/store"
+)
+
+// Runner runs a Handler over its Config's topics: one consumer group member
+// with one Kafka transaction per batch. See ORDERING.md beside this file for
+// the order of its steps.
+//
+// Guarantees (in addition to the package's):
+//   - Exactly-once: a batch's outputs, its changelog records and its input
+//     offsets commit in one transaction (GroupTransactSession). A batch that
+//     aborts (a rebalance, a failed produce, a failed offset commit) is
+//     rolled back in memory, key by key, and polled again; its records, seen
+//     only read-committed downstream, are never visible.
+//   - Fencing: the transactional id is per process, not per partition. A
+//     stale owner is fenced by its consumer group generation (KIP-447): its
+//     TxnOffsetCommit fails, so End aborts. A transaction with no input
+//     offsets (timers only) carries no such commit, so before ending it the
+//     runner heartbeats with its generation and aborts unless it is still a
+//     member; a new owner, which restores to the changelog's high watermark,
+//     then waits for that transaction to end and sees its outcome.
+//   - State: before partition p takes input, its state is restored from
+//     changelog partition p up to the high watermark (read-committed; an open
+//     transaction of the previous owner is waited for). Fetching p's input
+//     is paused from the moment it is assigned until then.
+//   - Timers fire at the first tick (Config.TimerTick) at or after their
+//     deadline, in a transaction like an input, possibly shared with inputs.
+//   - Failure: a Handler error, an undecodable changelog record or an error
+//     from ending a transaction stops Run with that error; nothing is
+//     retried in-process. Restart the process: the group resumes from the
+//     last committed transaction.
+type Runner[S any] struct {
+	cfg Config
+	h   Handler[S]
+	log *slog.Logger
+	m   *metrics
+
+	sess   *kgo.GroupTransactSession
+	meta   *kgo.Client // admin, restores, membership checks
+	reader *changelogReader
+	outs   map[string]bool
+
+	runCtx context.Context // restores live in it; canceled when Run ends
+
+	mu     sync.Mutex // guards parts and parked (callbacks vs the poll loop)
+	parts  map[int32]*partition[S]
+	parked map[int32]parked[S]
+
+	joined  atomic.Bool
+	running atomic.Bool
+	// revoked is set by onRevoked: the session then aborts the next End,
+	// whenever the transaction began.
+	revoked atomic.Bool
+	// backoff is the pause after an aborted transaction, doubled while
+	// transactions keep aborting and reset by a commit; the poll loop
+	// sleeps it outside the rebalance gate.
+	backoff time.Duration
+	lastEnd time.Time // when the last End returned
+
+	// The open transaction's produces.
+	txWG       sync.WaitGroup
+	txMu       sync.Mutex
+	txErr      error
+	txProduced atomic.Int64
+}
+
+// emptyTxnGap is how long after the previous End a transaction that produced
+// nothing (offsets only) waits before ending. With transactions V2 (KIP-890,
+// Kafka 4) such a transaction's first request is its TxnOffsetCommit; while
+// the previous transaction is still completing, the broker answers
+// CONCURRENT_TRANSACTIONS, which the session treats as abortable. Without the
+// gap about a third of back-to-back offsets-only transactions aborted on the
+// test broker; with 5ms, none. A transaction that produced records is not
+// delayed: its produce requests retry that error themselves.
+const emptyTxnGap = 5 * time.Millisecond
+
+// NewRunner checks cfg and returns a Runner; nothing connects before Run.
+func NewRunner[S any](cfg Config, h Handler[S]) (*Runner[S], error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Name, cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("keyed metrics: %w", err)
+	}
+	outs := map[string]bool{}
+	for _, t := range cfg.Outputs {
+		outs[t] = true
+	}
+	return &Runner[S]{
+		cfg:    cfg,
+		h:      h,
+		log:    cfg.Logger.With("processor", cfg.Name),
+		m:      m,
+		outs:   outs,
+		parts:  map[int32]*partition[S]{},
+		parked: map[int32]parked[S]{},
+	}, nil
+}
+
+// Ready reports nil once the runner has joined its group and every assigned
+// partition is restored (an opshttp readiness check).
+func (r *Runner[S]) Ready(context.Context) error {
+	if !r.running.Load() || !r.joined.Load() {
+		return errors.New("not in the consumer group yet")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var restoring []int32
+	for id, p := range r.parts {
+		if p.jobs == nil {
+			restoring = append(restoring, id)
+		}
+	}
+	if len(restoring) > 0 {
+		slices.Sort(restoring)
+		return fmt.Errorf("restoring partitions %v", restoring)
+	}
+	return nil
+}
+
+// Run checks the topology, joins the group and processes until ctx is done
+// (then it finishes the transaction in flight, leaves the group and returns
+// nil) or a fatal error occurs (returned).
+func (r *Runner[S]) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("keyed: Run called twice")
+	}
+	defer r.running.Store(false)
+	base := []kgo.Opt{
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.WithLogger(kgoLogger{r.log}),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}
+	meta, err := kgo.NewClient(slices.Concat(base, r.cfg.KafkaOpts)...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer meta.Close()
+	r.meta = meta
+	r.reader = &changelogReader{cl: meta, topic: r.cfg.Changelog, dec: kgo.DefaultDecompressor(), maxWait: 500 * time.Millisecond}
+
+	checkCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	parts, err := CheckTopology(checkCtx, kadm.NewClient(meta), r.cfg)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("keyed %s: topology: %w", r.cfg.Name, err)
+	}
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	r.runCtx = runCtx
+
+	// The group must use the range balancer. Every input has the same
+	// partition count, and range assignment hands each member the same
+	// partition numbers of every topic, so partition p of every input
+	// (and so every record of a key, and its changelog partition) meets
+	// in one member. franz-go's default cooperative-sticky balancer
+	// places each topic's partitions on its own: partition 3 of one input
+	// could go to member A and partition 3 of another to member B, and B
+	// would then handle a key whose state A holds. Range is eager: every
+	// rebalance revokes everything, which is why revoked state is parked
+	// rather than dropped (see onRevoked).
+	opts := slices.Concat(base, r.cfg.KafkaOpts, []kgo.Opt{
+		kgo.ConsumerGroup(r.cfg.Group),
+		kgo.ConsumeTopics(r.cfg.Inputs...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.Balancers(kgo.RangeBalancer()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.RequireStableFetchOffsets(), // always on since franz-go 1.16; stated for the reader
+		kgo.TransactionalID(r.cfg.TransactionalID()),
+		kgo.TransactionTimeout(r.cfg.TransactionTimeout),
+		// Rebalance callbacks run only between transactions (see
+		// ORDERING.md), so they never race a batch's workers.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.RecordPartitioner(changelogPartitioner{changelog: r.cfg.Changelog, other: kgo.StickyKeyPartitioner(nil)}),
+		kgo.OnPartitionsAssigned(r.onAssigned),
+		kgo.OnPartitionsRevoked(r.onRevoked),
+		kgo.OnPartitionsLost(r.onRevoked),
+	})
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return fmt.Errorf("kafka transact session: %w", err)
+	}
+	r.sess = sess
+	r.log.Info("keyed processor starting", "group", r.cfg.Group, "inputs", r.cfg.Inputs,
+		"changelog", r.cfg.Changelog, "partitions", parts, "transactional_id", r.cfg.TransactionalID())
+
+	err = r.loop(ctx)
+	if err != nil {
+		r.log.Error("keyed processor stopping", "err", err)
+	}
+	// Leaving the group revokes everything (onRevoked stops the workers).
+	sess.CloseAllowingRebalance()
+	stop()
+	r.dropAll()
+	return err
+}
+
+func (r *Runner[S]) loop(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := r.cycle(ctx); err != nil {
+			if errors.Is(err, kgo.ErrClientClosed) {
+				return nil
+			}
+			return err
+		}
+		if r.backoff > 0 {
+			select {
+			case <-time.After(r.backoff):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return nil
+}
+
+// cycle is one poll and, when there is work, one transaction.
+func (r *Runner[S]) cycle(ctx context.Context) error {
+	pollCtx, cancel := context.WithTimeout(ctx, r.cfg.TimerTick)
+	fetches := r.sess.PollRecords(pollCtx, r.cfg.MaxRecords)
+	cancel()
+	// From here until AllowRebalance, no rebalance callback runs.
+	defer r.sess.AllowRebalance()
+	start := time.Now()
+	if fetches.IsClientClosed() {
+		return kgo.ErrClientClosed
+	}
+	n := fetches.NumRecords()
+	for n > 0 && n < r.cfg.MaxRecords && time.Since(start) < r.cfg.MaxLinger {
+		lctx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.MaxLinger))
+		more := r.sess.PollRecords(lctx, r.cfg.MaxRecords-n)
+		cancel()
+		fetches = append(fetches, more...)
+		n = fetches.NumRecords()
+	}
+	fetches.EachError(func(t string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
+			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+		}
+	})
+	if r.revoked.Swap(false) {
+		// The session aborts the first End after any revocation, even of
+		// a transaction begun after it. End an empty one now, rather than
+		// doing a batch's work to abort it: the polled records (if any)
+		// are rewound and come again.
+		return r.abortPolled(ctx)
+	}
+	if err := r.installRestored(); err != nil {
+		return err
+	}
+
+	byPart := map[int32][]*kgo.Record{}
+	fetches.EachPartition(func(ft kgo.FetchTopicPartition) {
+		if len(ft.Records) == 0 {
+			return
+		}
+		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
+		last := ft.Records[len(ft.Records)-1].Offset
+		r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+	})
+
+	now := r.cfg.Clock()
+	var work []*partition[S]
+	var stray []int32
+	r.mu.Lock()
+	for id := range byPart {
+		if p := r.parts[id]; p == nil || p.jobs == nil {
+			stray = append(stray, id)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(r.parts)) {
+		p := r.parts[id]
+		if p.jobs != nil && (len(byPart[id]) > 0 || p.next.Load() <= now.UnixNano()) {
+			work = append(work, p)
+		}
+	}
+	r.mu.Unlock()
+	if len(stray) > 0 {
+		// Cannot happen: a partition is paused from its assignment until
+		// its state is restored. Never commit such records' offsets.
+		r.log.Error("records polled for partitions without restored state; aborting the batch", "partitions", stray)
+		return r.abortPolled(ctx)
+	}
+	if len(work) == 0 {
+		return nil
+	}
+
+	if err := r.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	r.txErr = nil
+	r.txProduced.Store(0)
+	done := make(chan result, len(work))
+	for _, p := range work {
+		p.jobs <- job{op: opBatch, recs: byPart[p.id], now: now, budget: r.cfg.MaxRecords, done: done}
+	}
+	results := make([]result, 0, len(work))
+	var fatal error
+	for range work {
+		res := <-done
+		results = append(results, res)
+		if res.err != nil && fatal == nil {
+			fatal = fmt.Errorf("partition %d: %w", res.id, res.err)
+		}
+	}
+
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout+30*time.Second)
+	defer cancel()
+	if err := r.sess.Client().Flush(endCtx); err != nil {
+		return fmt.Errorf("flush transaction: %w", err)
+	}
+	r.txWG.Wait()
+	commit := fatal == nil
+	if err := r.txErr; err != nil && commit {
+		r.log.Warn("a produce in the transaction failed; aborting it", "err", err)
+		commit = false
+	}
+	if commit && n == 0 {
+		if err := r.stillMember(endCtx); err != nil {
+			r.log.Info("not a current group member; aborting a transaction of timers", "err", err)
+			commit = false
+		}
+	}
+	if r.txProduced.Load() == 0 {
+		if w := emptyTxnGap - time.Since(r.lastEnd); w > 0 {
+			time.Sleep(w)
+		}
+	}
+	committed, err := r.sess.End(endCtx, kgo.TransactionEndTry(commit))
+	r.lastEnd = time.Now()
+	if err != nil {
+		return fmt.Errorf("end transaction: %w", err)
+	}
+	op := opRollback
+	if committed {
+		op = opCommit
+	}
+	for _, p := range work {
+		p.jobs <- job{op: op}
+	}
+	if fatal != nil {
+		return fatal
+	}
+	r.m.batchSeconds.Observe(time.Since(start).Seconds())
+	if !committed {
+		r.m.txns.WithLabelValues("aborted").Inc()
+		r.backoff = min(max(2*r.backoff, 5*time.Millisecond), time.Second)
+		r.log.Info("transaction aborted; its batch will be polled again", "records", n, "backoff", r.backoff)
+		return nil
+	}
+	r.backoff = 0
+	r.m.txns.WithLabelValues("committed").Inc()
+	for _, res := range results {
+		for t, c := range res.records {
+			r.m.records.WithLabelValues(t).Add(float64(c))
+		}
+		for t, c := range res.outputs {
+			r.m.outputs.WithLabelValues(t).Add(float64(c))
+		}
+		r.m.timersFired.Add(float64(res.fired))
+		r.m.changelog.Add(float64(res.changes))
+	}
+	return nil
+}
+
+// abortPolled ends an empty transaction with an abort: the polled offsets are
+// rewound to the committed ones, and the session's rebalance flags reset.
+func (r *Runner[S]) abortPolled(ctx context.Context) error {
+	if err := r.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	_, err := r.sess.End(context.WithoutCancel(ctx), kgo.TryAbort)
+	r.lastEnd = time.Now()
+	if err != nil {
+		return fmt.Errorf("end transaction: %w", err)
+	}
+	return nil
+}
+
+// emit produces a Handler's outputs into the open transaction.
+func (r *Runner[S]) emit(out []Output, count map[string]int) error {
+	for _, o := range out {
+		if (len(r.outs) > 0 && !r.outs[o.Topic]) || o.Topic == r.cfg.Changelog {
+			return fmt.Errorf("output to undeclared topic %q", o.Topic)
+		}
+		rec := &kgo.Record{Topic: o.Topic, Value: o.Value}
+		if o.Key != "" {
+			rec.Key = []byte(o.Key)
+		}
+		r.produce(rec, nil)
+		count[o.Topic]++
+	}
+	return nil
+}
+
+// produce produces rec in the open transaction; a failure aborts it.
+func (r *Runner[S]) produce(rec *kgo.Record, ok func(*kgo.Record)) {
+	r.txProduced.Add(1)
+	r.txWG.Add(1)
+	r.sess.Produce(r.runCtx, rec, func(rec *kgo.Record, err error) {
+		defer r.txWG.Done()
+		if err != nil {
+			r.txMu.Lock()
+			if r.txErr == nil {
+				r.txErr = fmt.Errorf("produce to %s/%d: %w", rec.Topic, rec.Partition, err)
+			}
+			r.txMu.Unlock()
+			return
+		}
+		if ok != nil {
+			ok(rec)
+		}
+	})
+}
+
+// stillMember heartbeats with the member id and generation the client holds:
+// nil (or REBALANCE_IN_PROGRESS, which is only returned to a current
+// member, who keeps its partitions until it rejoins after this transaction)
+// means no other member can own our partitions yet.
+func (r *Runner[S]) stillMember(ctx context.Context) error {
+	member, gen := r.sess.Client().GroupMetadata()
+	if member == "" || gen < 0 {
+		return errors.New("not joined")
+	}
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.Group = r.cfg.Group
+	req.MemberID = member
+	req.Generation = gen
+	resp, err := req.RequestWith(ctx, r.sess.Client())
+	if err != nil {
+		return err
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil && !errors.Is(err, kerr.RebalanceInProgress) {
+		return err
+	}
+	return nil
+}
+
+// partitionIDs is the set of partition numbers in a callback's map; with
+// range assignment of co-partitioned topics every topic lists the same.
+func partitionIDs(m map[string][]int32) []int32 {
+	var ids []int32
+	for _, ps := range m {
+		for _, p := range ps {
+			if !slices.Contains(ids, p) {
+				ids = append(ids, p)
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func (r *Runner[S]) inputsOf(ids []int32) map[string][]int32 {
+	m := map[string][]int32{}
+	for _, t := range r.cfg.Inputs {
+		m[t] = slices.Clone(ids)
+	}
+	return m
+}
+
+// onAssigned runs before fetching of the assigned partitions begins. It
+// pauses their inputs and starts restoring their state; installRestored
+// resumes each one once its state is complete. Restoring in the callback
+// itself would also keep input back, but it would stall the whole member
+// (polls wait for callbacks) and the group (the next rebalance waits for
+// it), for as long as the slowest restore.
+func (r *Runner[S]) onAssigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	ids := partitionIDs(assigned)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.parked {
+		if !slices.Contains(ids, id) {
+			delete(r.parked, id)
+			r.forget(id)
+		}
+	}
+	var fresh []int32
+	for _, id := range ids {
+		if _, ok := r.parts[id]; ok {
+			continue
+		}
+		p := &partition[S]{id: id}
+		p.pending.Store(-1)
+		if pk, ok := r.parked[id]; ok {
+			p.st, p.pos = pk.st, pk.pos
+			delete(r.parked, id)
+		} else {
+			p.st = store.New[S, Input, Output](r.h)
+		}
+		r.parts[id] = p
+		fresh = append(fresh, id)
+	}
+	if len(fresh) > 0 {
+		cl.PauseFetchPartitions(r.inputsOf(fresh))
+		for _, id := range fresh {
+			r.startRestore(r.parts[id])
+		}
+	}
+	r.joined.Store(true)
+	r.log.Info("partitions assigned", "partitions", ids)
+}
+
+// onRevoked (also OnPartitionsLost) runs between transactions. It stops the
+// revoked partitions' workers or restores and parks their state: with the
+// eager range balancer every rebalance revokes every partition, and most
+// come straight back. State is parked only while consistent with the
+// changelog up to its position (every transaction ended, aborted changes
+// rolled back); onAssigned drops what is not reassigned.
+func (r *Runner[S]) onRevoked(_ context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	ids := partitionIDs(revoked)
+	r.revoked.Store(true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var paused []int32
+	for _, id := range ids {
+		p, ok := r.parts[id]
+		if !ok {
+			continue
+		}
+		delete(r.parts, id)
+		if p.jobs == nil {
+			p.cancel()
+			<-p.restored
+			paused = append(paused, id)
+			if p.restoreErr != nil && !errors.Is(p.restoreErr, context.Canceled) {
+				r.forget(id)
+				continue
+			}
+		} else {
+			close(p.jobs)
+			<-p.exited
+		}
+		r.parked[id] = parked[S]{st: p.st, pos: p.pos}
+	}
+	if len(paused) > 0 {
+		cl.ResumeFetchPartitions(r.inputsOf(paused))
+	}
+	r.log.Info("partitions revoked", "partitions", ids)
+}
+
+func (r *Runner[S]) forget(id int32) {
+	label := strconv.Itoa(int(id))
+	r.m.stateKeys.DeleteLabelValues(label)
+	r.m.lag.DeletePartialMatch(map[string]string{"partition": label})
+}
+
+// startRestore reads p's changelog from p.pos into p.st in a goroutine.
+func (r *Runner[S]) startRestore(p *partition[S]) {
+	ctx, cancel := context.WithCancel(r.runCtx)
+	p.cancel = cancel
+	p.restored = make(chan struct{})
+	r.m.restoring.Inc()
+	go func() {
+		defer close(p.restored)
+		defer r.m.restoring.Dec()
+		start := time.Now()
+		from := p.pos
+		pos, n, err := r.reader.read(ctx, p.id, from, p.st.Load)
+		if errors.Is(err, errPositionGone) {
+			// The parked state's position was deleted: start over.
+			r.log.Warn("changelog position gone; restoring from the start", "partition", p.id, "from", from)
+			p.st = store.New[S, Input, Output](r.h)
+			from = 0
+			pos, n, err = r.reader.read(ctx, p.id, 0, p.st.Load)
+		}
+		p.pos, p.restoreErr = pos, err
+		r.m.restoreRecs.Add(float64(n))
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				r.log.Error("restore failed", "partition", p.id, "err", err)
+			}
+			return
+		}
+		r.m.restoreSecs.Observe(time.Since(start).Seconds())
+		r.log.Info("partition restored", "partition", p.id, "from", from, "to", pos, "records", n,
+			"keys", p.st.Len(), "timers", p.st.Armed(), "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+// installRestored starts a worker for every partition whose restore ended
+// and resumes its inputs. It runs in the poll loop between a poll and
+// AllowRebalance, so no callback runs concurrently.
+func (r *Runner[S]) installRestored() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ready []int32
+	for id, p := range r.parts {
+		if p.jobs != nil {
+			continue
+		}
+		select {
+		case <-p.restored:
+		default:
+			continue
+		}
+		if p.restoreErr != nil {
+			return fmt.Errorf("restore partition %d: %w", id, p.restoreErr)
+		}
+		p.jobs = make(chan job, 4)
+		p.exited = make(chan struct{})
+		r.publish(p) // before the worker owns p.st
+		go r.work(p)
+		ready = append(ready, id)
+	}
+	if len(ready) > 0 {
+		slices.Sort(ready)
+		r.sess.Client().ResumeFetchPartitions(r.inputsOf(ready))
+	}
+	return nil
+}
+
+// dropAll stops whatever the group did not revoke (a failed join) and drops
+// all state.
+func (r *Runner[S]) dropAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, p := range r.parts {
+		if p.jobs == nil {
+			p.cancel()
+			<-p.restored
+		} else {
+			close(p.jobs)
+			<-p.exited
+		}
+		delete(r.parts, id)
+		r.forget(id)
+	}
+	for id := range r.parked {
+		delete(r.parked, id)
+		r.forget(id)
+	}
+}
+
+// changelogPartitioner sends changelog records to the partition the runner
+// set (the state's partition, whatever the key hashes to) and every other
+// record by key, like Kafka's default partitioner.
+type changelogPartitioner struct {
+	changelog string
+	other     kgo.Partitioner
+}
+
+func (c changelogPartitioner) ForTopic(t string) kgo.TopicPartitioner {
+	if t == c.changelog {
+		return kgo.ManualPartitioner().ForTopic(t)
+	}
+	return c.other.ForTopic(t)
+}
+
+// kgoLogger passes franz-go's warnings and errors to slog.
+type kgoLogger struct{ l *slog.Logger }
+
+func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	switch level {
+	case kgo.LogLevelError:
+		k.l.Error("kafka: "+msg, keyvals...)
+	case kgo.LogLevelWarn:
+		k.l.Warn("kafka: "+msg, keyvals...)
+	}
+}

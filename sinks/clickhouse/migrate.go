@@ -1,0 +1,237 @@
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	ddl "github.com/ivms/ams/deploy/clickhouse"
+)
+
+// Migration is one numbered file of deploy/clickhouse.
+type Migration struct {
+	Version    uint32
+	Name       string   // file name without the version and .sql, e.g. "tables"
+	Statements []string // with {db} still in them
+}
+
+// ErrNotMigrated is returned (wrapped) when the database lacks a migration
+// this build knows: run `ams migrate`.
+var ErrNotMigrated = errors.New("clickhouse schema is not migrated")
+
+var migrationFile = regexp.MustCompile(`^(\d{4})_([a-z0-9_]+)\.sql$`)
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Migrations returns the embedded migrations in version order. It fails on a
+// misnamed file, a repeated version or an empty migration.
+func Migrations() ([]Migration, error) {
+	return parseMigrations(ddl.Files)
+}
+
+func parseMigrations(fsys fs.FS) ([]Migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("list migrations: %w", err)
+	}
+	var out []Migration
+	for _, n := range names {
+		m := migrationFile.FindStringSubmatch(n)
+		if m == nil {
+			return nil, fmt.Errorf("migration %s: name is not NNNN_name.sql", n)
+		}
+		v, _ := strconv.ParseUint(m[1], 10, 32)
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", n, err)
+		}
+		stmts := SplitStatements(string(b))
+		if len(stmts) == 0 {
+			return nil, fmt.Errorf("migration %s has no statement", n)
+		}
+		out = append(out, Migration{Version: uint32(v), Name: m[2], Statements: stmts})
+	}
+	slices.SortFunc(out, func(a, b Migration) int { return int(a.Version) - int(b.Version) })
+	for i := 1; i < len(out); i++ {
+		if out[i].Version == out[i-1].Version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].Name, out[i].Name, out[i].Version)
+		}
+	}
+	return out, nil
+}
+
+// SplitStatements splits a migration into statements at lines holding only
+// ";" and drops "--" comment lines and blank statements.
+func SplitStatements(sql string) []string {
+	var out []string
+	var cur []string
+	flush := func() {
+		if s := strings.TrimSpace(strings.Join(cur, "\n")); s != "" {
+			out = append(out, s)
+		}
+		cur = cur[:0]
+	}
+	for _, line := range strings.Split(sql, "\n") {
+		t := strings.TrimSpace(line)
+		switch {
+		case t == ";":
+			flush()
+		case strings.HasPrefix(t, "--"):
+		default:
+			cur = append(cur, line)
+		}
+	}
+	flush()
+	return out
+}
+
+// Options say how to reach ClickHouse (native protocol).
+type Options struct {
+	Addr     []string // host:port, native protocol
+	Database string   // the ams database, e.g. "ams"
+	Username string   // default "default"
+	Password string
+}
+
+// Open connects to ClickHouse and pings it. The connection's current
+// database is "default" (the ams database may not exist yet); ams qualifies
+// every table with Options.Database.
+func Open(ctx context.Context, o Options) (driver.Conn, error) {
+	if !identifier.MatchString(o.Database) {
+		return nil, fmt.Errorf("clickhouse database %q: want letters, digits and underscores", o.Database)
+	}
+	user := o.Username
+	if user == "" {
+		user = "default"
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:         o.Addr,
+		Protocol:     clickhouse.Native,
+		Auth:         clickhouse.Auth{Database: "default", Username: user, Password: o.Password},
+		DialTimeout:  3 * time.Second,
+		ReadTimeout:  60 * time.Second,
+		MaxOpenConns: 8,
+		MaxIdleConns: 4,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %v: %w", o.Addr, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("clickhouse %v: %w", o.Addr, err)
+	}
+	return conn, nil
+}
+
+const ledgerDDL = "CREATE TABLE IF NOT EXISTS %s.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+
+// Migrate creates the database and the migration ledger if missing, then
+// applies, in order, every migration the ledger does not list, recording
+// each after all its statements ran. It returns the migrations it applied
+// (none when the database is up to date). A migration that fails half way is
+// not recorded; as every statement is idempotent, the next run repeats it.
+// Two Migrate calls at once may both run a migration (harmless, for the
+// same reason) and record it twice (read as one).
+func Migrate(ctx context.Context, conn driver.Conn, db string, log *slog.Logger) ([]Migration, error) {
+	all, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", db, err)
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf(ledgerDDL, db)); err != nil {
+		return nil, fmt.Errorf("create %s.schema_migrations: %w", db, err)
+	}
+	done, err := appliedVersions(ctx, conn, db)
+	if err != nil {
+		return nil, err
+	}
+	var applied []Migration
+	for _, m := range all {
+		if done[m.Version] {
+			continue
+		}
+		for i, s := range m.Statements {
+			if err := conn.Exec(ctx, strings.ReplaceAll(s, "{db}", db)); err != nil {
+				return applied, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		if err := record(ctx, conn, db, m); err != nil {
+			return applied, fmt.Errorf("record migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		log.Info("clickhouse migration applied", "database", db, "version", m.Version, "name", m.Name)
+		applied = append(applied, m)
+	}
+	return applied, nil
+}
+
+// record adds m to the ledger. (An INSERT ... VALUES through Exec hangs
+// against ClickHouse 18.16 with clickhouse-go v2.51; a batch works.)
+func record(ctx context.Context, conn driver.Conn, db string, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(m.Version, m.Name, time.Now().UTC()); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
+}
+
+func appliedVersions(ctx context.Context, conn driver.Conn, db string) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM "+db+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read %s.schema_migrations: %w", db, err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read %s.schema_migrations: %w", db, err)
+		}
+		done[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s.schema_migrations: %w", db, err)
+	}
+	return done, nil
+}
+
+// CheckMigrated returns an error wrapping ErrNotMigrated unless every
+// embedded migration is recorded in db's ledger.
+func CheckMigrated(ctx context.Context, conn driver.Conn, db string) error {
+	all, err := Migrations()
+	if err != nil {
+		return err
+	}
+	var exists uint8
+	if err := conn.QueryRow(ctx, "SELECT count() > 0 FROM system.tables WHERE database = ? AND name = 'schema_migrations'", db).Scan(&exists); err != nil {
+		return fmt.Errorf("look for %s.schema_migrations: %w", db, err)
+	}
+	if exists == 0 {
+		return fmt.Errorf("%w: database %s has no schema_migrations table (run `ams migrate`)", ErrNotMigrated, db)
+	}
+	done, err := appliedVersions(ctx, conn, db)
+	if err != nil {
+		return err
+	}
+	for _, m := range all {
+		if !done[m.Version] {
+			return fmt.Errorf("%w: database %s lacks migration %04d_%s (run `ams migrate`)", ErrNotMigrated, db, m.Version, m.Name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,322 @@
+// Package clickhouse is the ClickHouse sink: it copies ams.device.events,
+// ams.presence, ams.command.events, ams.rejects and ams.uplink.raw into
+// ClickHouse tables, the history the data team queries (README.md).
+//
+// Delivery: at-least-once into idempotent tables. The sink polls records,
+// buffers them column by column per table, inserts a batch when it holds
+// BatchRows rows or BatchInterval has passed since its first record, and
+// commits the consumed offsets only after every table's insert (and every
+// reject it produced) succeeded. A crash between insert and commit inserts
+// the batch again on restart; every table is a ReplacingMergeTree keyed by
+// the record's deterministic id, and the views and documented queries read
+// deduplicated data, so a replayed row is never counted twice.
+//
+// Failure: an insert that fails is retried with backoff, forever, and the
+// sink polls nothing meanwhile (memory stays bounded by one batch); so a
+// ClickHouse outage pauses the sink, which catches up afterwards. A record
+// that does not decode goes to ams.rejects (stage SINK, with the reason)
+// and is committed like the others. Nothing is dropped.
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/schemas"
+)
+
+// Config configures a Sink. Zero durations and counts take the defaults.
+type Config struct {
+	Seeds      []string
+	Names      kafkatopics.Names
+	Group      string // consumer group, default ams-sink-clickhouse
+	ClickHouse Options
+	// BatchRows: insert when this many rows are buffered (default 10000).
+	BatchRows int
+	// BatchInterval: insert at the latest this long after the first
+	// buffered record (default 1 s).
+	BatchInterval time.Duration
+	// RetryMin, RetryMax bound the backoff between failed inserts
+	// (defaults 200 ms, 5 s).
+	RetryMin, RetryMax time.Duration
+	// ShutdownTimeout bounds the last flush at shutdown (default 10 s);
+	// what it cannot insert is not committed and is read again next time.
+	ShutdownTimeout time.Duration
+	// SessionTimeout is the Kafka group session timeout (0: franz-go's
+	// default, 45 s): how long a crashed instance keeps its partitions.
+	SessionTimeout time.Duration
+	// ExtraKafkaOpts are appended to the client options (tests).
+	ExtraKafkaOpts []kgo.Opt
+}
+
+func (c *Config) defaults() {
+	if c.Group == "" {
+		c.Group = "ams-sink-clickhouse"
+	}
+	if c.BatchRows <= 0 {
+		c.BatchRows = 10000
+	}
+	if c.BatchInterval <= 0 {
+		c.BatchInterval = time.Second
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 200 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+}
+
+// Sink is one ClickHouse sink instance, a member of the consumer group.
+// Build it with New, run it once with Run.
+type Sink struct {
+	cfg     Config
+	cl      *kgo.Client
+	ch      driver.Conn
+	reg     *schemas.Registry
+	log     *slog.Logger
+	m       *Metrics
+	buf     *buffers
+	rejects []*kgo.Record // SINK-stage rejects to produce before the next commit
+	first   time.Time     // when the first record of the pending batch was polled
+	pending int           // records polled since the last commit
+	failing atomic.Bool   // the last insert attempt failed
+}
+
+// New connects to ClickHouse, checks that its schema is migrated (it fails
+// with ErrNotMigrated otherwise) and joins the consumer group.
+func New(ctx context.Context, cfg Config, reg *schemas.Registry, log *slog.Logger, m *Metrics) (*Sink, error) {
+	cfg.defaults()
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	ch, err := Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckMigrated(ctx, ch, cfg.ClickHouse.Database); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	buf, err := newBuffers(cfg.ClickHouse.Database, cfg.Names)
+	if err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Seeds...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(buf.topics()...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ProducerLinger(0),
+	}
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	opts = append(opts, cfg.ExtraKafkaOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return &Sink{cfg: cfg, cl: cl, ch: ch, reg: reg, log: log, m: m, buf: buf}, nil
+}
+
+// Ready reports whether ClickHouse answers and the last insert succeeded.
+func (s *Sink) Ready(ctx context.Context) error {
+	if err := s.ch.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	if s.failing.Load() {
+		return errors.New("clickhouse: inserts are failing (retrying)")
+	}
+	return nil
+}
+
+// Run consumes until ctx is done, then inserts and commits what it holds
+// (within ShutdownTimeout), leaves the group and closes. It returns nil
+// after a graceful stop, or the error that stopped it.
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.ch.Close()
+	defer s.cl.Close()
+	for ctx.Err() == nil {
+		wait := s.cfg.BatchInterval
+		if s.pending > 0 {
+			wait = time.Until(s.first.Add(s.cfg.BatchInterval))
+		}
+		if wait > 0 && s.buf.rows() < s.cfg.BatchRows {
+			pctx, cancel := context.WithTimeout(ctx, wait)
+			fetches := s.cl.PollRecords(pctx, s.cfg.BatchRows-s.buf.rows())
+			cancel()
+			if fetches.IsClientClosed() {
+				return errors.New("kafka client closed")
+			}
+			fetches.EachError(func(topic string, p int32, err error) {
+				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+					s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
+				}
+			})
+			fetches.EachPartition(s.takePartition)
+		}
+		full := s.buf.rows() >= s.cfg.BatchRows
+		due := s.pending > 0 && time.Since(s.first) >= s.cfg.BatchInterval
+		if full || due {
+			if err := s.flush(ctx); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return err
+			}
+		}
+	}
+	if s.pending == 0 {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.flush(sctx); err != nil {
+		s.log.Warn("last batch not inserted at shutdown; it will be read again", "err", err)
+	}
+	return nil
+}
+
+// takePartition buffers one partition's fetched records.
+func (s *Sink) takePartition(p kgo.FetchTopicPartition) {
+	if n := len(p.Records); n > 0 {
+		last := p.Records[n-1].Offset
+		s.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(max(0, p.HighWatermark-last-1)))
+	}
+	for _, r := range p.Records {
+		if s.pending == 0 {
+			s.first = time.Now()
+		}
+		s.pending++
+		if reason, err := s.buf.add(s.reg, r); err != nil {
+			s.reject(r, reason, err)
+		}
+	}
+	s.m.buffered.Set(float64(s.buf.rows()))
+}
+
+// reject queues a SINK-stage reject for a record that did not convert. Its
+// id and time derive from the record's position and timestamp, so a replay
+// produces the same reject row.
+func (s *Sink) reject(r *kgo.Record, reason string, err error) {
+	rj := schemas.Reject{
+		RejectID:        fmt.Sprintf("sink:%s:%d:%d", r.Topic, r.Partition, r.Offset),
+		Stage:           schemas.StageSink,
+		Reason:          reason,
+		Detail:          err.Error(),
+		SN:              string(r.Key),
+		Payload:         r.Value,
+		SourceTopic:     r.Topic,
+		SourcePartition: r.Partition,
+		SourceOffset:    r.Offset,
+		At:              r.Timestamp.UTC(),
+	}
+	v, encErr := s.reg.Encode(&rj)
+	if encErr != nil { // cannot happen with a valid Reject; say so loudly
+		s.log.Error("encode reject", "err", encErr)
+		return
+	}
+	s.m.rejects.WithLabelValues(reason).Inc()
+	s.log.Warn("record rejected", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "reason", reason, "err", err)
+	s.rejects = append(s.rejects, &kgo.Record{Topic: s.cfg.Names.Rejects, Key: r.Key, Value: v})
+}
+
+// flush inserts every buffered table (retrying each until it succeeds or ctx
+// ends), produces the queued rejects, then commits the polled offsets.
+func (s *Sink) flush(ctx context.Context) error {
+	for _, t := range s.buf.tables {
+		if t.rows == 0 {
+			continue
+		}
+		if err := s.retry(ctx, "insert "+t.name, func() error { return s.insert(ctx, t) }, t.name); err != nil {
+			return err
+		}
+		t.reset()
+	}
+	if len(s.rejects) > 0 {
+		if err := s.retry(ctx, "produce rejects", func() error {
+			return s.cl.ProduceSync(ctx, s.rejects...).FirstErr()
+		}, ""); err != nil {
+			return err
+		}
+		s.rejects = s.rejects[:0]
+	}
+	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
+		// The rows are in ClickHouse; they will be inserted again after a
+		// restart or rebalance, and read once.
+		s.m.commitErrors.Inc()
+		s.log.Warn("offset commit failed; the batch will be replayed (deduplicated)", "err", err)
+	} else {
+		s.m.commits.Inc()
+	}
+	s.pending = 0
+	s.m.buffered.Set(0)
+	return nil
+}
+
+// retry runs op until it succeeds, with exponential backoff between
+// RetryMin and RetryMax; it gives up only when ctx ends.
+func (s *Sink) retry(ctx context.Context, what string, op func() error, table string) error {
+	backoff := s.cfg.RetryMin
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("recovered", "op", what, "attempts", attempt)
+			}
+			s.failing.Store(false)
+			return nil
+		}
+		s.failing.Store(true)
+		if table != "" {
+			s.m.failures.WithLabelValues(table).Inc()
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			s.log.Warn("failed; retrying", "op", what, "attempt", attempt, "backoff", backoff, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.cfg.RetryMax)
+	}
+}
+
+// insert sends one table's buffer as one columnar batch.
+func (s *Sink) insert(ctx context.Context, t *table) error {
+	start := time.Now()
+	batch, err := s.ch.PrepareBatch(ctx, t.insert)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	for i, c := range t.cols {
+		if err := batch.Column(i).Append(c.values()); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("column %s: %w", c.colName(), err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	s.m.rows.WithLabelValues(t.name).Add(float64(t.rows))
+	s.m.batchSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
+	return nil
+}

@@ -1,0 +1,70 @@
+package egress
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are egress's Prometheus metrics.
+type Metrics struct {
+	frames         *prometheus.CounterVec // by result: published, rejected
+	rejects        *prometheus.CounterVec // by reason
+	republished    prometheus.Counter
+	receipts       prometheus.Counter
+	inflight       prometheus.Gauge
+	buffered       prometheus.Gauge
+	publishSeconds prometheus.Histogram
+	mqttUp         prometheus.Gauge
+	mqttConnects   prometheus.Counter
+	partitions     prometheus.Gauge
+}
+
+// NewMetrics registers egress's metrics with reg (nil: a private registry).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &Metrics{
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ams_egress_frames_total",
+			Help: "Downlinks handled, by result: published (PUBACK received) or rejected.",
+		}, []string{"result"}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ams_egress_rejects_total",
+			Help: "Downlinks refused and written to ams.rejects, by reason.",
+		}, []string{"reason"}),
+		republished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ams_egress_republished_total",
+			Help: "Publishes retried after a failure (connection lost, PUBACK timeout).",
+		}),
+		receipts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ams_egress_receipts_total",
+			Help: "Receipts written to ams.downlink.receipts.",
+		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ams_egress_inflight",
+			Help: "Downlinks published and waiting for their PUBACK.",
+		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ams_egress_buffered",
+			Help: "Downlinks fetched and not yet done (queued or in flight).",
+		}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ams_egress_publish_seconds",
+			Help:    "Time from PUBLISH to PUBACK.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}),
+		mqttUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ams_egress_mqtt_connections_up",
+			Help: "Pooled MQTT connections currently up.",
+		}),
+		mqttConnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ams_egress_mqtt_connects_total",
+			Help: "MQTT connections established (first and reconnects).",
+		}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ams_egress_partitions",
+			Help: "Partitions of ams.downlink assigned to this instance.",
+		}),
+	}
+	reg.MustRegister(m.frames, m.rejects, m.republished, m.receipts, m.inflight, m.buffered,
+		m.publishSeconds, m.mqttUp, m.mqttConnects, m.partitions)
+	return m
+}

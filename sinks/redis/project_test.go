@@ -1,0 +1,91 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/schemas"
+)
+
+func TestFinal(t *testing.T) {
+	for state, final := range map[string]bool{
+		schemas.CommandAccepted: false, schemas.CommandQueued: false, schemas.CommandSent: false, schemas.CommandDelivered: false,
+		schemas.CommandSucceeded: true, schemas.CommandTimedOut: true, schemas.CommandExpired: true,
+		schemas.CommandRejected: true, schemas.CommandFailed: true, "LATER_STATE": false,
+	} {
+		if Final(state) != final {
+			t.Errorf("Final(%s) = %v", state, !final)
+		}
+	}
+}
+
+func TestCommandEventJSONReply(t *testing.T) {
+	js, notJS := `{"iResult":0}`, `oops {`
+	if got := CommandEventJSON(&schemas.CommandEvent{Reply: &js}).Reply; string(got) != js {
+		t.Fatalf("JSON reply: %s", got)
+	}
+	if got := CommandEventJSON(&schemas.CommandEvent{Reply: &notJS}).Reply; string(got) != `"oops {"` {
+		t.Fatalf("non-JSON reply: %s", got)
+	}
+	if got := CommandEventJSON(&schemas.CommandEvent{}).Reply; got != nil {
+		t.Fatalf("no reply: %s", got)
+	}
+}
+
+// TestPlan checks the decoding side of the projection (no Redis needed).
+func TestPlan(t *testing.T) {
+	reg, err := schemas.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := kafkatopics.Default()
+	p := NewProjector(nil, Keys{Prefix: "t:"}, names, reg)
+	enc := func(v any) []byte {
+		b, err := reg.Encode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	at := time.UnixMilli(1_700_000_000_123)
+
+	o, err := p.plan(&kgo.Record{Topic: names.Registry, Key: []byte("SN1")})
+	if err != nil || o.keys[0] != "t:dev:SN1" || o.args[1] != "0" {
+		t.Fatalf("tombstone: %+v %v", o, err)
+	}
+	o, err = p.plan(&kgo.Record{Topic: names.Presence, Key: []byte("SN1"),
+		Value: enc(&schemas.Presence{SN: "SN1", Online: true, At: at, Seq: 7})})
+	if err != nil || o.args[1] != "7" || o.args[2] != "1" || o.args[3] != "1700000000123" {
+		t.Fatalf("presence: %+v %v", o, err)
+	}
+	o, err = p.plan(&kgo.Record{Topic: names.CommandEvents, Key: []byte("SN1"),
+		Value: enc(&schemas.CommandEvent{CommandID: "C1", SN: "SN1", State: schemas.CommandFailed, At: at, Seq: 3})})
+	if err != nil || o.keys[0] != "t:cmd:C1" || o.keys[2] != "t:dev:SN1:pending" || o.args[3] != "1" || o.args[13] != "t:cmd:C1:events" {
+		t.Fatalf("command event: %+v %v", o, err)
+	}
+
+	// Undecodable, a Presence on the command events topic, an unknown topic:
+	// skipped, with the reason.
+	for _, r := range []*kgo.Record{
+		{Topic: names.Presence, Key: []byte("SN1"), Value: []byte("garbage")},
+		{Topic: names.CommandEvents, Key: []byte("SN1"), Value: enc(&schemas.Presence{SN: "SN1", At: at})},
+		{Topic: names.Registry, Value: enc(&schemas.Registration{SN: "SN1"})},
+		{Topic: "elsewhere", Key: []byte("SN1")},
+	} {
+		_, err := p.plan(r)
+		var se *SkipError
+		if !errors.As(err, &se) || se.Topic != r.Topic {
+			t.Errorf("%s %q: %v, want a SkipError", r.Topic, r.Value, err)
+		}
+	}
+	// A batch of only skipped records touches no Redis (the client is nil).
+	applied, skipped, err := p.Apply(context.Background(), []*kgo.Record{{Topic: "elsewhere"}})
+	if applied != 0 || len(skipped) != 1 || err != nil {
+		t.Fatalf("Apply: %d %v %v", applied, skipped, err)
+	}
+}

@@ -1,0 +1,191 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Metrics of the Redis sink.
+type Metrics struct {
+	Records *prometheus.CounterVec // by topic and outcome: consumed, skipped (undecodable)
+	Applied prometheus.Counter     // records that changed the state (the others were duplicates or older)
+	Errors  prometheus.Counter     // Redis failures (each retried)
+	Batch   prometheus.Histogram   // seconds to apply one polled batch
+}
+
+// NewMetrics registers the sink's metrics with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_redis_sink_records_total",
+			Help: "records consumed by the Redis sink, by topic and outcome (consumed, skipped)"}, []string{"topic", "outcome"}),
+		Applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_redis_sink_applied_total",
+			Help: "records that changed the Redis state (the rest were replays or older than the state)"}),
+		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_redis_sink_errors_total",
+			Help: "Redis failures of the Redis sink (the batch is retried)"}),
+		Batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ams_redis_sink_batch_seconds",
+			Help: "time to apply one polled batch to Redis", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Records, m.Applied, m.Errors, m.Batch)
+	}
+	return m
+}
+
+// SinkConfig configures a Sink.
+type SinkConfig struct {
+	Seeds []string
+	// Group is the Kafka consumer group.
+	Group string
+	// MaxPoll is the most records applied in one batch.
+	MaxPoll int
+	// KafkaOpts are applied after the defaults.
+	KafkaOpts []kgo.Opt
+}
+
+// Sink consumes the projected topics (read-committed, in a consumer group)
+// and applies them with a Projector.
+//
+// Delivery: at-least-once. Offsets are committed only after the Redis writes
+// of every record up to them succeeded; a Redis failure is retried (with
+// backoff) until it succeeds or the sink stops, and a crash re-applies the
+// uncommitted suffix, which the idempotent scripts make harmless. A record
+// that cannot be decoded is logged, counted and skipped, never retried.
+// A group that has no committed offsets starts at the beginning of every
+// topic, so a new group and an empty key prefix rebuild the whole state.
+type Sink struct {
+	cfg  SinkConfig
+	proj *Projector
+	rdb  goredis.UniversalClient
+	cl   *kgo.Client
+	log  *slog.Logger
+	m    *Metrics
+
+	consumed atomic.Int64
+}
+
+// NewSink returns a sink; Run starts it.
+func NewSink(cfg SinkConfig, proj *Projector, rdb goredis.UniversalClient, log *slog.Logger, m *Metrics) (*Sink, error) {
+	if cfg.Group == "" {
+		return nil, errors.New("redis sink: no consumer group")
+	}
+	if cfg.MaxPoll <= 0 {
+		cfg.MaxPoll = 1000
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Seeds...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(proj.Topics()...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+	}
+	opts = append(opts, cfg.KafkaOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("redis sink: kafka client: %w", err)
+	}
+	return &Sink{cfg: cfg, proj: proj, rdb: rdb, cl: cl, log: log, m: m}, nil
+}
+
+// Consumed is how many records the sink has applied to Redis or skipped
+// (for tests and progress reports).
+func (s *Sink) Consumed() int64 { return s.consumed.Load() }
+
+// Ready reports whether Kafka and Redis answer.
+func (s *Sink) Ready(ctx context.Context) error {
+	if err := s.cl.Ping(ctx); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
+// Run consumes until ctx is done, then commits what was applied and closes
+// the Kafka client. It returns nil on a clean stop.
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.cl.Close()
+	if err := s.proj.Load(ctx); err != nil {
+		return err
+	}
+	s.log.Info("redis sink running", "group", s.cfg.Group, "topics", s.proj.Topics(), "prefix", s.proj.keys.Prefix)
+	for {
+		fs := s.cl.PollRecords(ctx, s.cfg.MaxPoll)
+		if fs.IsClientClosed() || ctx.Err() != nil {
+			s.cl.AllowRebalance()
+			return nil
+		}
+		fs.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("redis sink: fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		recs := fs.Records()
+		if len(recs) > 0 {
+			if err := s.apply(ctx, recs); err != nil {
+				s.cl.AllowRebalance()
+				if ctx.Err() != nil {
+					return nil // stopped while retrying: nothing committed past what was applied
+				}
+				return err
+			}
+			// Committed even when ctx is done (the records are applied), within a bound.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := s.cl.CommitUncommittedOffsets(cctx); err != nil {
+				// Not fatal: a later commit covers these records, or a restart
+				// re-applies them harmlessly.
+				s.log.Warn("redis sink: commit", "err", err)
+			}
+			cancel()
+			s.consumed.Add(int64(len(recs)))
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+// apply applies one batch, retrying Redis failures with backoff until ctx is done.
+func (s *Sink) apply(ctx context.Context, recs []*kgo.Record) error {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		applied, skipped, err := s.proj.Apply(ctx, recs)
+		if err == nil {
+			s.m.Batch.Observe(time.Since(start).Seconds())
+			byTopic := map[string]int{}
+			for _, r := range recs {
+				byTopic[r.Topic]++
+			}
+			for _, se := range skipped {
+				byTopic[se.Topic]--
+				s.m.Records.WithLabelValues(se.Topic, "skipped").Inc()
+				s.log.Warn("redis sink: record skipped", "topic", se.Topic, "offset", se.Offset, "err", se.Err)
+			}
+			for t, n := range byTopic {
+				s.m.Records.WithLabelValues(t, "consumed").Add(float64(n))
+			}
+			s.m.Applied.Add(float64(applied))
+			return nil
+		}
+		s.m.Errors.Inc()
+		s.log.Warn("redis sink: apply failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
