@@ -7,7 +7,7 @@ BIN := $(CURDIR)/bin/ams
 # Integration tests share one stack; keep their parallelism modest on a 2-core box.
 TEST_FLAGS ?= -count=1 -timeout 20m -p 2
 
-.PHONY: all build run test unit integration bench fuzz lint up down clean
+.PHONY: all build run test unit integration bench fuzz lint up down clean docs
 
 all: build
 
@@ -49,6 +49,10 @@ up:
 
 down:
 	bash deploy/stack/down.sh
+
+## docs: rewrite the README's configuration table from the flags
+docs:
+	AMS_UPDATE_README=1 $(GO) test -count=1 -run TestReadmeConfigTable ./cmd/ams
 
 clean:
 	rm -rf bin

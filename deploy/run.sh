@@ -61,8 +61,8 @@ fi
 start process
 start ingest
 start egress
-start sink redis -ops-addr :9104
-start sink clickhouse -ops-addr :9105
+start sink redis
+start sink clickhouse
 start api
 
 # Register every simulated device (bound, with a name), so configuration

@@ -20,7 +20,15 @@ func configCommand() command {
 				fmt.Fprintln(stdout, "| role | flag | variable | default | meaning |")
 				fmt.Fprintln(stdout, "| --- | --- | --- | --- | --- |")
 				for _, c := range commands() {
-					if c.name == "config" {
+					switch c.name {
+					case "config":
+						continue
+					case "sink":
+						for _, k := range sinkKinds() {
+							sfs := flag.NewFlagSet(k.name, flag.ContinueOnError)
+							k.flags(sfs)
+							envflag.Markdown(stdout, "sink "+k.name, sfs)
+						}
 						continue
 					}
 					rfs := flag.NewFlagSet(c.name, flag.ContinueOnError)
