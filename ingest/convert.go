@@ -93,7 +93,7 @@ func (c *Converter) Convert(m *Message) (*kgo.Record, Outcome, error) {
 		}
 	}
 	sn, ok := protocol.SNFromUplinkTopic(m.Topic)
-	if !ok || !ValidSN(sn) {
+	if !ok || !protocol.ValidSN(sn) {
 		return c.reject(m, "", ReasonBadTopic, "not a device uplink topic (/ivms/pub/{sn}, sn 1-64 printable ASCII without / + #)")
 	}
 	switch {
@@ -132,7 +132,7 @@ func (c *Converter) event(f EventFilter, m *Message) (*kgo.Record, Outcome, erro
 			return nil, Outcome{Kind: OutSkip, Reason: SkipOwnClient}, nil
 		}
 	}
-	if !ValidSN(ev.ClientID) {
+	if !protocol.ValidSN(ev.ClientID) {
 		return nil, Outcome{Kind: OutSkip, Reason: SkipNotDevice}, nil
 	}
 	u := &schemas.UplinkRaw{

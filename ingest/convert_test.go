@@ -12,32 +12,6 @@ import (
 	"github.com/ivms/ams/schemas"
 )
 
-func TestValidSN(t *testing.T) {
-	for _, tc := range []struct {
-		sn   string
-		want bool
-	}{
-		{"02931117C6ED8D30", true},
-		{"a", true},
-		{strings.Repeat("x", 64), true},
-		{"dev-1_2.3:4@5", true},
-		{"", false},
-		{strings.Repeat("x", 65), false},
-		{"a/b", false},
-		{"a+b", false},
-		{"a#", false},
-		{"a b", false},
-		{"a\x00b", false},
-		{"a\tb", false},
-		{"é", false},
-		{"a\x7f", false},
-	} {
-		if got := ValidSN(tc.sn); got != tc.want {
-			t.Errorf("ValidSN(%q) = %v, want %v", tc.sn, got, tc.want)
-		}
-	}
-}
-
 func mustFilter(t *testing.T, f, kind string) EventFilter {
 	t.Helper()
 	ef, err := NewEventFilter(f, kind)

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ivms/ams/pkg/protocol"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -263,7 +264,7 @@ func unknownField(err error) (string, bool) {
 // snParam returns the path's {sn}, or answers 400.
 func snParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	sn := r.PathValue("sn")
-	if !deviceauth.ValidSN(sn) {
+	if !protocol.ValidSN(sn) {
 		writeError(w, http.StatusBadRequest, "sn must be 1 to 64 printable ASCII characters without '/', '+' or '#'", "sn")
 		return "", false
 	}

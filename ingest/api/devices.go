@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"github.com/ivms/ams/pkg/protocol"
 	"net/http"
 	"strconv"
 	"unicode/utf8"
@@ -68,7 +69,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	cursor := q.Get("cursor")
-	if cursor != "" && !deviceauth.ValidSN(cursor) {
+	if cursor != "" && !protocol.ValidSN(cursor) {
 		writeError(w, http.StatusBadRequest, "bad cursor", "cursor")
 		return
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"github.com/ivms/ams/pkg/protocol"
 	"net/http"
 
 	"github.com/ivms/ams/pkg/deviceauth"
@@ -36,7 +37,7 @@ func (s *Server) emqxAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hash := ""
-	if !s.cfg.Accounts.Has(l.Username) && deviceauth.ValidSN(l.Username) {
+	if !s.cfg.Accounts.Has(l.Username) && protocol.ValidSN(l.Username) {
 		var err error
 		if hash, err = s.state.TokenSHA256(r.Context(), l.Username); err != nil {
 			s.log.Error("api: emqx auth: read registration", "username", l.Username, "err", err)

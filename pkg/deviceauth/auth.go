@@ -41,25 +41,6 @@ func TokenSHA256(token string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// MaxSNLen is the longest serial number accepted as a username.
-const MaxSNLen = 64
-
-// ValidSN reports whether s can be a device serial number: 1 to MaxSNLen
-// printable ASCII characters, none of them '/', '+' or '#' (the same rule as
-// ingest.ValidSN: an sn is one MQTT topic level without wildcards).
-func ValidSN(s string) bool {
-	if len(s) == 0 || len(s) > MaxSNLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c > '~' || c == '/' || c == '+' || c == '#' {
-			return false
-		}
-	}
-	return true
-}
-
 // Action is what a client asks to do with a topic.
 type Action string
 
@@ -129,7 +110,7 @@ func parseAccountLines(lines []string) (Accounts, error) {
 		switch {
 		case !ok || pw == "":
 			return Accounts{}, fmt.Errorf("%w: item %d: want name:password", ErrAccounts, i+1)
-		case !ValidSN(name):
+		case !protocol.ValidSN(name):
 			return Accounts{}, fmt.Errorf("%w: item %d: name %q is not a valid MQTT username", ErrAccounts, i+1, name)
 		case a.Has(name):
 			return Accounts{}, fmt.Errorf("%w: %q appears twice", ErrAccounts, name)
@@ -217,7 +198,7 @@ func Authenticate(l Login, accounts Accounts, tokenSHA256 string) Decision {
 		return Decision{Service: true, Reason: ReasonBadPassword}
 	}
 	switch {
-	case !ValidSN(l.Username):
+	case !protocol.ValidSN(l.Username):
 		return Decision{Reason: ReasonBadUsername}
 	case l.ClientID != l.Username:
 		return Decision{Reason: ReasonClientIDNotSN}
@@ -252,7 +233,7 @@ func Authorize(r Access, accounts Accounts) Decision {
 		}
 		return Decision{Service: true, Reason: ReasonNotServiceTopic}
 	}
-	if !ValidSN(r.Username) || r.ClientID != r.Username {
+	if !protocol.ValidSN(r.Username) || r.ClientID != r.Username {
 		return Decision{Reason: ReasonBadUsername}
 	}
 	sn := r.Username
@@ -286,7 +267,7 @@ func serviceMay(a Action, topic string) bool {
 			return true
 		}
 		sn, ok := strings.CutPrefix(topic, protocol.DownlinkPrefix)
-		return ok && ValidSN(sn)
+		return ok && protocol.ValidSN(sn)
 	case Subscribe:
 		topic = stripShared(topic)
 		levels := strings.Split(topic, "/")

@@ -58,7 +58,7 @@ func ReadCredentials(r io.Reader) ([]Credential, error) {
 			continue
 		}
 		sn, tok, ok := strings.Cut(l, ":")
-		if !ok || tok == "" || !ValidSN(sn) {
+		if !ok || tok == "" || !protocol.ValidSN(sn) {
 			return nil, fmt.Errorf("deviceauth: credentials line %d: want sn:token", n)
 		}
 		if seen[sn] {

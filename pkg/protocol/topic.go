@@ -1,9 +1,30 @@
 package protocol
 
-import (
-	"strings"
-	"unicode/utf8"
-)
+import "strings"
+
+// MaxSNLen is the longest device serial number ams accepts.
+const MaxSNLen = 64
+
+// ValidSN reports whether s can be a device serial number: 1 to MaxSNLen
+// printable ASCII characters (0x21 to 0x7e, so no space and no control
+// character), none of them '/', '+' or '#'. An sn is used as an MQTT topic
+// level (/ivms/pub/{sn}, /ivms/sub/{sn}), as a Kafka key and as an MQTT client
+// id, so it must be one topic level without wildcards.
+//
+// This is the one check of an sn in ams: frames, connection events,
+// downlinks, API requests and broker authentication all go through it.
+func ValidSN(s string) bool {
+	if len(s) == 0 || len(s) > MaxSNLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c > '~' || c == '/' || c == '+' || c == '#' {
+			return false
+		}
+	}
+	return true
+}
 
 // MQTT topics of the protocol.
 const (
@@ -21,11 +42,10 @@ func DownlinkTopic(sn string) string { return DownlinkPrefix + sn }
 func UplinkTopic(sn string) string { return UplinkPrefix + sn }
 
 // SNFromUplinkTopic returns the sn of an uplink topic. It accepts exactly
-// "/ivms/pub/{sn}" where sn is non-empty valid UTF-8 with no '/', no MQTT
-// wildcard ('+', '#') and no NUL.
+// "/ivms/pub/{sn}" where sn passes ValidSN.
 func SNFromUplinkTopic(topic string) (string, bool) {
 	sn, ok := strings.CutPrefix(topic, UplinkPrefix)
-	if !ok || sn == "" || !utf8.ValidString(sn) || strings.ContainsAny(sn, "/+#\x00") {
+	if !ok || !ValidSN(sn) {
 		return "", false
 	}
 	return sn, true

@@ -9,7 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/ingest"
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/schemas"
 )
@@ -312,7 +311,7 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 	it := &item{rec: rec}
 	bad := func(reason, detail string) *item {
 		sn := it.dl.SN
-		if !ingest.ValidSN(sn) {
+		if !protocol.ValidSN(sn) {
 			sn = ""
 		}
 		payload := it.dl.Payload
@@ -342,7 +341,7 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 		return bad(ReasonBadRecord, err.Error())
 	}
 	switch {
-	case !ingest.ValidSN(it.dl.SN):
+	case !protocol.ValidSN(it.dl.SN):
 		return bad(ReasonBadSN, fmt.Sprintf("sn %q is not a valid device sn", it.dl.SN))
 	case it.dl.Topic != protocol.DownlinkTopic(it.dl.SN):
 		return bad(ReasonTopicMismatch, fmt.Sprintf("topic %q, want %q", it.dl.Topic, protocol.DownlinkTopic(it.dl.SN)))
