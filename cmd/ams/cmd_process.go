@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/pkg/protocol"
 	cmdlife "github.com/ivms/ams/processors/commands"
@@ -32,6 +34,7 @@ func processCommand() command {
 			group := fs.String("process-group", "ams-process-device", "Kafka consumer group of the device processor instances")
 			txnPrefix := fs.String("transactional-id-prefix", "ams-process-device-", "prefix of this process's Kafka transactional id")
 			instance := fs.String("instance-id", "", "this instance's part of the transactional id; a stable one (pod name) aborts a crashed predecessor's transaction at once (default {host}-{pid})")
+			sessionTimeout := fs.Duration("kafka-session-timeout", 45*time.Second, "Kafka group session timeout: how long a crashed instance keeps its partitions before they move")
 			txnTimeout := fs.Duration("transaction-timeout", 20*time.Second, "Kafka transaction timeout: the longest a crashed instance's open transaction holds readers back")
 			maxRecords := fs.Int("max-records", 1000, "most input records (and, per partition, timers) in one transaction")
 			linger := fs.Duration("max-linger", 0, "how long a transaction keeps polling to fill up to max-records")
@@ -129,6 +132,7 @@ func processCommand() command {
 					TimerTick:             *tick,
 					Logger:                log,
 					Registerer:            ops.Registry,
+					KafkaOpts:             []kgo.Opt{kgo.SessionTimeout(*sessionTimeout)},
 				}, proc)
 				if err != nil {
 					return err
