@@ -7,6 +7,8 @@ package main
 // the shared Kafka and Redis and a private Mosquitto.
 
 import (
+	"os/exec"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -14,6 +16,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"io"
 	"net/http"
 	"os"
@@ -67,6 +71,7 @@ type stackOptions struct {
 	processors       int           // ams process instances (default 1)
 	heartbeatTimeout time.Duration // -heartbeat-timeout (0: the default)
 	replyTimeout     time.Duration // -command-reply-timeout (0: the default)
+	clickhouse       bool          // also run `ams sink clickhouse` into a private database
 }
 
 // stack is one test's whole pipeline: private topics, a private broker, a
@@ -85,6 +90,7 @@ type e2eStack struct {
 	pub         *rsa.PublicKey
 	reg         *schemas.Registry
 	kafka       *kgo.Client
+	chDatabase  string // ClickHouse database of the history sink (clickhouse option)
 
 	procArgs []string
 	procs    map[string]*mqttconform.Process
@@ -212,7 +218,66 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		"-max-wait", "60s",
 	)...)
 	s.apiURL = "http://" + api.OpsAddr()
+	if o.clickhouse {
+		s.startClickHouseSink(kafkaArgs)
+	}
 	return s
+}
+
+// startClickHouseSink migrates a private ClickHouse database with `ams
+// migrate` (topics exist already: its Kafka part only checks them) and runs
+// `ams sink clickhouse` into it. The database is dropped at the end.
+func (s *e2eStack) startClickHouseSink(kafkaArgs []string) {
+	t := s.t
+	t.Helper()
+	s.chDatabase = s.id
+	t.Cleanup(func() {
+		if conn, err := s.clickhouse(); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+s.chDatabase)
+			conn.Close()
+		}
+	})
+	out, err := exec.Command(amsBinary, append(append([]string{"migrate"}, kafkaArgs...),
+		"-clickhouse-addr", testenv.ClickHouseAddr(), "-clickhouse-database", s.chDatabase)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ams migrate: %v\n%s", err, out)
+	}
+	mqttconform.StartProcess(t, "sink-clickhouse", amsBinary, append(append([]string{"sink", "clickhouse"}, kafkaArgs...),
+		"-ops-addr", "127.0.0.1:0",
+		"-clickhouse-addr", testenv.ClickHouseAddr(),
+		"-clickhouse-database", s.chDatabase,
+		"-sink-group", s.id+"-sink-clickhouse",
+		"-batch-interval", "200ms",
+	)...)
+}
+
+// clickhouse opens a native connection to the test ClickHouse server.
+func (s *e2eStack) clickhouse() (driver.Conn, error) {
+	return ch.Open(&ch.Options{Addr: []string{testenv.ClickHouseAddr()}, Auth: ch.Auth{Database: "default", Username: "default"}})
+}
+
+// exampleQuery returns the example query titled title from
+// sinks/clickhouse/README.md, reading this test's database instead of ams.
+func (s *e2eStack) exampleQuery(title string) string {
+	s.t.Helper()
+	b, err := os.ReadFile("../../sinks/clickhouse/README.md")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Example queries\n")
+	if !ok {
+		s.t.Fatal("sinks/clickhouse/README.md has no Example queries section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	for _, part := range strings.Split(section, "```sql\n")[1:] {
+		q, _, _ := strings.Cut(part, "```")
+		first, _, _ := strings.Cut(q, "\n")
+		if strings.TrimSpace(strings.TrimPrefix(first, "--")) == title {
+			return strings.ReplaceAll(q, "ams.", s.chDatabase+".")
+		}
+	}
+	s.t.Fatalf("sinks/clickhouse/README.md has no example query %q", title)
+	return ""
 }
 
 // startProcessor starts one `ams process` instance named name (its

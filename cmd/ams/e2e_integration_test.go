@@ -12,6 +12,7 @@ package main
 //	go test -tags integration -count=1 -run 'TestDeviceLife|TestCommandsRoundTrip|TestProcessorCrash' ./cmd/ams/
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -121,7 +122,7 @@ func (r *lifeRecorder) snapshot(f func(r *lifeRecorder)) {
 // reply is verified by the simulated device; malformed frames end in
 // ams.rejects with their reasons while the pipeline keeps answering.
 func TestDeviceLife(t *testing.T) {
-	s := startStack(t, stackOptions{})
+	s := startStack(t, stackOptions{clickhouse: true})
 	const n = 20
 	prefix := e2eSNPrefix(t)
 	bound := func(i int) bool { return i%3 == 0 }
@@ -322,6 +323,75 @@ func TestDeviceLife(t *testing.T) {
 		}
 	}
 	t.Logf("%d malformed frames sent, %d rejects: %v", sum.MalformedTotal, len(rejects), wantRejects)
+
+	// The history in ClickHouse says what the fleet did: the data team's
+	// example queries (sinks/clickhouse/README.md) against what the
+	// simulator counted.
+	conn, err := s.clickhouse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	e2eWaitFor(t, 30*time.Second, "ClickHouse holds every event and reject the fleet caused", func() (bool, string) {
+		rows, err := conn.Query(ctx, "SELECT kind, uniqExact(event_id) FROM "+s.chDatabase+".device_events GROUP BY kind")
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]int64{}
+		for rows.Next() {
+			var k string
+			var n uint64
+			if err := rows.Scan(&k, &n); err != nil {
+				t.Fatal(err)
+			}
+			got[k] = int64(n)
+		}
+		rows.Close()
+		for k, c := range wantEvents {
+			if got[k] != c {
+				return false, fmt.Sprintf("device_events by kind %v, want %v", got, wantEvents)
+			}
+		}
+		rows, err = conn.Query(ctx, s.exampleQuery("reject reasons in the last hour"))
+		if err != nil {
+			t.Fatalf("example query: %v", err)
+		}
+		gotRejects := map[string]int64{}
+		for rows.Next() {
+			var stage, reason string
+			var n uint64
+			if err := rows.Scan(&stage, &reason, &n); err != nil {
+				t.Fatal(err)
+			}
+			if stage != schemas.StageProcessor {
+				t.Fatalf("reject of stage %s reason %s in ClickHouse", stage, reason)
+			}
+			gotRejects[reason] = int64(n)
+		}
+		rows.Close()
+		for r, c := range wantRejects {
+			if gotRejects[r] != c {
+				return false, fmt.Sprintf("reject reasons in the last hour %v, want %v", gotRejects, wantRejects)
+			}
+		}
+		return len(gotRejects) == len(wantRejects), fmt.Sprintf("reject reasons %v, want %v", gotRejects, wantRejects)
+	})
+	// Every device was online when the fleet stopped; nothing says otherwise
+	// (the presence history holds only online transitions of these devices).
+	rows, err := conn.Query(ctx, s.exampleQuery("devices offline now"))
+	if err != nil {
+		t.Fatalf("example query: %v", err)
+	}
+	for rows.Next() {
+		var sn, reason string
+		var since time.Time
+		if err := rows.Scan(&sn, &since, &reason); err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("devices offline now lists %s (since %s, %s), but every device was online", sn, since, reason)
+	}
+	rows.Close()
 }
 
 // verifyUpload checks a 703 reply body as the upload gateway would
