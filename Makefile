@@ -7,15 +7,23 @@ BIN := $(CURDIR)/bin/ams
 # Integration tests share one stack; keep their parallelism modest on a 2-core box.
 TEST_FLAGS ?= -count=1 -timeout 20m -p 2
 
-.PHONY: all build run test unit integration bench fuzz lint up down clean docs
+.PHONY: all build run run-stack test unit integration bench fuzz lint up down clean docs
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ams
 
-## run: bring up the local stack and run the whole pipeline with a simulated fleet
-run: up build
+## run: every role in one process (`ams dev`) on embedded Kafka, Redis and MQTT and a private
+## ClickHouse, with RUN_DEVICES simulated devices and a live view; installs clickhouse-server if missing
+RUN_DEVICES ?= 1000
+run: build
+	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
+	  bash deploy/stack/up.sh --install-only clickhouse
+	$(BIN) dev -devices $(RUN_DEVICES)
+
+## run-stack: the whole pipeline as separate processes (one per role) against the local stack (make up)
+run-stack: up build
 	bash deploy/run.sh
 
 ## test: bring up the local stack (installing what is missing), then run unit and integration tests

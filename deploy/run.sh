@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the whole pipeline on this machine, against the local stack
+# `make run-stack`: the whole pipeline on this machine, against the local stack
 # (`make up`), with a simulated fleet. Every role runs as its own process, as
 # it would in production; logs go to $AMS_STACK_DIR/logs/run/.
 #

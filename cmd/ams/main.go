@@ -38,6 +38,7 @@ func commands() []command {
 		sinkCommand(),
 		processCommand(),
 		apiCommand(),
+		devCommand(),
 	}
 }
 

@@ -4,7 +4,10 @@
 #   Kafka 4.x KRaft (broker+controller) 127.0.0.1:9092 (controller 127.0.0.1:9093)
 #   Redis 127.0.0.1:6379, Mosquitto 127.0.0.1:1883, ClickHouse 127.0.0.1:9000 (HTTP 8123)
 #
-# Usage: deploy/stack/up.sh [kafka|redis|mosquitto|clickhouse ...]   (default: all four)
+# Usage: deploy/stack/up.sh [--install-only] [kafka|redis|mosquitto|clickhouse ...]   (default: all four)
+#
+# --install-only: install what the named services need (Debian packages) and exit, starting
+# nothing (`make run` uses it for clickhouse-server, which `ams dev` starts itself).
 #
 # Idempotent: a service already answering on its port is left alone. All data and logs go
 # under ${AMS_STACK_DIR:-<repo>/.stack}. Stop with deploy/stack/down.sh [--purge].
@@ -21,6 +24,11 @@ TIMEOUT="${AMS_STACK_TIMEOUT:-180}"
 KAFKA_HEAP="${AMS_KAFKA_HEAP:--Xms256m -Xmx1g}"
 START_SECONDS=$SECONDS
 
+INSTALL_ONLY=0
+if [[ ${1:-} == --install-only ]]; then
+	INSTALL_ONLY=1
+	shift
+fi
 services=("$@")
 if [[ ${#services[@]} -eq 0 ]]; then
 	services=("${ALL_SERVICES[@]}")
@@ -128,6 +136,12 @@ gather_kafka_jars() {
 	echo "$want" >"$KAFKA_LIBS/.pom.sha256"
 	log "kafka: jars gathered in $((SECONDS - t0))s"
 }
+
+if [[ $INSTALL_ONLY == 1 ]]; then
+	apt_install "${pkgs[@]}"
+	log "installed what ${services[*]} need; nothing started (--install-only)"
+	exit 0
+fi
 
 # When Java and Maven are already there, gather the jars while apt installs the rest.
 jars_pid=
