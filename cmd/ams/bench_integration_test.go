@@ -16,7 +16,9 @@ package main
 // Sizes: AMS_BENCH_CMD_RATE (500), AMS_BENCH_CMD_SECONDS (20),
 // AMS_BENCH_CMD_DEVICES (200), AMS_BENCH_CH_DEVICES (2000),
 // AMS_BENCH_CH_INTERVAL (200ms), AMS_BENCH_CH_SECONDS (20),
-// AMS_BENCH_CH_BATCH_INTERVAL (the sink's -batch-interval, 1s).
+// AMS_BENCH_CH_BATCH_INTERVAL (the sink's -batch-interval, 1s),
+// AMS_BENCH_PROCESS_MAX_RECORDS (ams process -max-records, 1000),
+// AMS_BENCH_WATCH_PIDS (name:pid,... of other processes whose CPU to report).
 
 import (
 	"bytes"
@@ -89,6 +91,15 @@ type benchStack struct {
 func (s *benchStack) cpu() map[string]time.Duration {
 	out := map[string]time.Duration{}
 	pids := map[string]int{"bench (fleet, clients)": os.Getpid()}
+	// AMS_BENCH_WATCH_PIDS=name:pid,... adds other processes (say the shared
+	// Kafka and ClickHouse) to the CPU report; they are only read.
+	for _, kv := range strings.Split(os.Getenv("AMS_BENCH_WATCH_PIDS"), ",") {
+		if name, pid, ok := strings.Cut(kv, ":"); ok {
+			if n, err := strconv.Atoi(pid); err == nil {
+				pids[name] = n
+			}
+		}
+	}
 	for name, p := range s.procs {
 		pids[name] = p.Pid()
 	}
@@ -168,6 +179,7 @@ func startBenchStack(b *testing.B, withClickHouse bool) *benchStack {
 		"-process-group", s.id+"-process",
 		"-transactional-id-prefix", s.id+"-process-",
 		"-instance-id", "p0",
+		"-max-records", strconv.Itoa(benchEnv("AMS_BENCH_PROCESS_MAX_RECORDS", 1000)),
 		"-rsa-private-key-file", privFile,
 		"-kek-file", kekFile,
 	)...)
@@ -676,6 +688,22 @@ func BenchmarkClickHouseLag(b *testing.B) {
 	b.Logf("CPU of the roles from the first publish until every row was visible (share of one core): %s", cpuShare(cpu0, s.cpu(), time.Since(t0)))
 	total := acked.Load()
 	sum := stop()
+	for _, role := range []string{"process", "sink-clickhouse"} {
+		m, err := s.procs[role].Metrics()
+		if err != nil {
+			continue
+		}
+		var keep []string
+		for _, line := range strings.Split(m, "\n") {
+			for _, want := range []string{"ams_keyed_batch_seconds_sum", "ams_keyed_batch_seconds_count", "ams_keyed_transactions_total",
+				"ams_sink_clickhouse_batch_seconds_sum", "ams_sink_clickhouse_batch_seconds_count"} {
+				if strings.HasPrefix(line, want) {
+					keep = append(keep, line)
+				}
+			}
+		}
+		b.Logf("%s metrics: %s", role, strings.Join(keep, "; "))
+	}
 
 	// Per-frame lags of the sampled devices.
 	var lags, fromAck, toIngest, toProcessed, toVisible, ackLat []time.Duration
