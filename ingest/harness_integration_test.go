@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
@@ -23,22 +21,7 @@ import (
 // amsBin is the ams binary built once for this test binary by TestMain.
 var amsBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ams-ingest-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	amsBin, err = mqttconform.BuildAMS(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(mqttconform.MainWithAMS(m, &amsBin)) }
 
 // testTopics creates a private set of ams topics (4 partitions) and deletes
 // them when the test ends.
@@ -47,37 +30,6 @@ func testTopics(t *testing.T, prefix string) kafkatopics.Names {
 	names := kafkatopics.WithPrefix(testenv.Unique(t, prefix) + ".")
 	testenv.CreateTopics(t, testenv.KafkaClient(t), 4, names.UplinkRaw, names.Rejects)
 	return names
-}
-
-// consume decodes every record of topic from the start into out until the
-// test ends.
-func consume[T any](t *testing.T, reg *schemas.Registry, topic string, out chan<- T) {
-	t.Helper()
-	cl := testenv.KafkaClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(100*time.Millisecond))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				var v T
-				if err := reg.Decode(r.Value, &v); err != nil {
-					t.Errorf("decode %s record: %v", topic, err)
-					return
-				}
-				select {
-				case out <- v:
-				case <-ctx.Done():
-				}
-			})
-		}
-	}()
 }
 
 const testConnectedFilter = "test/sys/brokers/+/clients/+/connected"
@@ -115,7 +67,7 @@ func newIngestHarness(t *testing.T, brokerInflight int, extraArgs ...string) *in
 		uplinks: make(chan schemas.UplinkRaw, 1<<20),
 	}
 	raw := make(chan schemas.UplinkRaw, 1024)
-	consume(t, reg, h.names.UplinkRaw, raw)
+	testenv.Consume(t, reg, h.names.UplinkRaw, raw)
 	go func() {
 		for u := range raw {
 			if u.Kind == schemas.UplinkFrame {

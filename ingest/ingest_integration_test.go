@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/mqttconform"
+	"github.com/ivms/ams/pkg/testenv"
 	"github.com/ivms/ams/schemas"
 )
 
@@ -69,7 +70,7 @@ func TestIngestEventsAndRejects(t *testing.T) {
 	h := newIngestHarness(t, 100, "-max-payload", "1000")
 	h.Start(t)
 	rejects := make(chan schemas.Reject, 100)
-	consume(t, h.reg, h.names.Rejects, rejects)
+	testenv.Consume(t, h.reg, h.names.Rejects, rejects)
 
 	pub := mqttconform.NewDevice(h.broker.URL, "ams-tester")
 	defer pub.Close()

@@ -48,23 +48,7 @@ const e2ePartitions = 6
 // amsBinary is the ams binary TestMain built for this test binary.
 var amsBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ams-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin, err := mqttconform.BuildAMS(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	amsBinary = bin
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(mqttconform.MainWithAMS(m, &amsBinary)) }
 
 // stackOptions shape one test's pipeline.
 type stackOptions struct {

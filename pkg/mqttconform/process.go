@@ -28,6 +28,24 @@ func BuildAMS(dir string) (string, error) {
 	return bin, nil
 }
 
+// MainWithAMS is a TestMain body for packages whose tests run ams roles as
+// subprocesses: it builds the ams binary once into a temporary directory,
+// stores its path in *bin, runs the tests and removes the directory. It
+// returns the exit code for os.Exit.
+func MainWithAMS(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "ams-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildAMS(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
 // Process is one ams role run as a subprocess, so a test can kill it with
 // SIGKILL (a real crash: no drain, no acknowledgement, no commit).
 type Process struct {

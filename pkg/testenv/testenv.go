@@ -195,3 +195,39 @@ func deleteTopics(t testing.TB, client *kgo.Client, names []string) {
 		}
 	}
 }
+
+// Decoder decodes a record value into v (schemas.Registry).
+type Decoder interface {
+	Decode(b []byte, v any) error
+}
+
+// Consume decodes every record of topic, from the start, into out until the
+// test ends; a record that does not decode fails the test.
+func Consume[T any](t *testing.T, dec Decoder, topic string, out chan<- T) {
+	t.Helper()
+	cl := KafkaClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				var v T
+				if err := dec.Decode(r.Value, &v); err != nil {
+					t.Errorf("decode %s record: %v", topic, err)
+					return
+				}
+				select {
+				case out <- v:
+				case <-ctx.Done():
+				}
+			})
+		}
+	}()
+}

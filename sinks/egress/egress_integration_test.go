@@ -54,8 +54,8 @@ func TestEgressReceiptsRejectsAndCommits(t *testing.T) {
 
 	receipts := make(chan schemas.DownlinkReceipt, 100)
 	rejects := make(chan schemas.Reject, 10)
-	consume(t, h.reg, h.names.DownlinkReceipts, receipts)
-	consume(t, h.reg, h.names.Rejects, rejects)
+	testenv.Consume(t, h.reg, h.names.DownlinkReceipts, receipts)
+	testenv.Consume(t, h.reg, h.names.Rejects, rejects)
 	got := map[string]schemas.DownlinkReceipt{}
 	deadline := time.After(time.Minute)
 	for len(got) < 15 {
@@ -173,33 +173,4 @@ func grep(text, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-func consume[T any](t *testing.T, reg *schemas.Registry, topic string, out chan<- T) {
-	t.Helper()
-	cl := testenv.KafkaClient(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(100*time.Millisecond))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			fs := cl.PollFetches(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			fs.EachRecord(func(r *kgo.Record) {
-				var v T
-				if err := reg.Decode(r.Value, &v); err != nil {
-					t.Errorf("decode %s record: %v", topic, err)
-					return
-				}
-				select {
-				case out <- v:
-				case <-ctx.Done():
-				}
-			})
-		}
-	}()
 }

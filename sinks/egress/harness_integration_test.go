@@ -22,22 +22,7 @@ import (
 // amsBin is the ams binary built once for this test binary by TestMain.
 var amsBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ams-egress-it-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	amsBin, err = mqttconform.BuildAMS(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(mqttconform.MainWithAMS(m, &amsBin)) }
 
 func testTopics(t *testing.T, prefix string) kafkatopics.Names {
 	t.Helper()
