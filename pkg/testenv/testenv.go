@@ -87,7 +87,7 @@ func Unique(t testing.TB, prefix string) string {
 // metadata request within 30 s.
 func KafkaClient(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	all := append([]kgo.Opt{kgo.SeedBrokers(KafkaBrokers()...)}, opts...)
+	all := append(KafkaSeedOpts(), opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
 		t.Fatalf("testenv: new kafka client: %v", err)
@@ -176,7 +176,7 @@ func deleteTopics(t testing.TB, client *kgo.Client, names []string) {
 	if len(seeds) == 0 {
 		seeds = KafkaBrokers()
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, KafkaOpts()...)...)
 	if err != nil {
 		t.Errorf("testenv: delete topics %v: new client: %v", names, err)
 		return
