@@ -17,12 +17,20 @@ LOGS="$STACK/logs"
 STACK_MARKER=".ams-stack"
 
 HOST=127.0.0.1
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-REDIS_PORT=6379
-MQTT_PORT=1883
-CLICKHOUSE_PORT=9000
-CLICKHOUSE_HTTP_PORT=8123
+# Ports: overridable so a second, private stack can run beside the shared one.
+KAFKA_PORT="${AMS_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${AMS_KAFKA_CONTROLLER_PORT:-9093}"
+REDIS_PORT="${AMS_REDIS_PORT:-6379}"
+MQTT_PORT="${AMS_MQTT_PORT:-1883}"
+CLICKHOUSE_PORT="${AMS_CLICKHOUSE_PORT:-9000}"
+CLICKHOUSE_HTTP_PORT="${AMS_CLICKHOUSE_HTTP_PORT:-8123}"
+
+# Secure stack (default): Kafka SASL_SSL with SCRAM, Redis TLS with an ACL user. 0: plaintext, open.
+SECURE="${AMS_STACK_SECURE:-1}"
+CERTS="$STACK/certs"     # CA, server and client certificates (openssl)
+SECRETS="$STACK/secrets" # generated passwords, one file each (mode 600)
+# The file of `export AMS_...=...` lines that tests and role processes source (Makefile).
+ENV_FILE="$STACK/env"
 
 ALL_SERVICES=(kafka redis mosquitto clickhouse)
 

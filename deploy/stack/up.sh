@@ -3,6 +3,11 @@
 # Starts the real-service test stack on loopback, installing what is missing:
 #   Kafka 4.x KRaft (broker+controller) 127.0.0.1:9092 (controller 127.0.0.1:9093)
 #   Redis 127.0.0.1:6379, Mosquitto 127.0.0.1:1883, ClickHouse 127.0.0.1:9000 (HTTP 8123)
+# Secure by default (AMS_STACK_SECURE=1): a CA and server/client certificates generated with
+# openssl under $AMS_STACK_DIR/certs; Kafka's client listener is SASL_SSL with SCRAM-SHA-512
+# (and -256), user "ams"; Redis serves TLS only, user "ams" (the default user is off).
+# Passwords are generated once into $AMS_STACK_DIR/secrets. Everything a client needs is
+# written to $AMS_STACK_DIR/env as `export AMS_...=...` lines (the Makefile sources it).
 #
 # Usage: deploy/stack/up.sh [--install-only] [kafka|redis|mosquitto|clickhouse ...]   (default: all four)
 #
@@ -15,6 +20,10 @@
 #   AMS_STACK_DIR       where data, logs, configs and pid files go
 #   AMS_STACK_TIMEOUT   seconds to wait for each service to answer (default 180)
 #   AMS_KAFKA_HEAP      JVM heap flags for the broker (default "-Xms256m -Xmx1g")
+#   AMS_STACK_SECURE    1 (default): TLS + authentication as above; 0: plaintext and open
+#   AMS_STACK_LOCK      lock file serializing up/down runs (default /tmp/ams-stack.lock)
+#   AMS_KAFKA_PORT, AMS_KAFKA_CONTROLLER_PORT, AMS_REDIS_PORT, AMS_MQTT_PORT,
+#   AMS_CLICKHOUSE_PORT, AMS_CLICKHOUSE_HTTP_PORT   ports (defaults above), for a private stack
 set -euo pipefail
 
 # shellcheck source=deploy/stack/lib.sh
@@ -98,6 +107,9 @@ apt_install() {
 }
 
 pkgs=()
+if [[ $SECURE == 1 ]]; then
+	have openssl || pkgs+=(openssl)
+fi
 if wants kafka; then
 	if ! have java || (($(java_major) < 17)); then pkgs+=(openjdk-17-jre-headless); fi
 	have mvn || pkgs+=(maven)
@@ -158,6 +170,131 @@ if wants kafka && (($(java_major) < 17)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Certificates and secrets (secure stack)
+# ---------------------------------------------------------------------------------------------
+
+# cert_fresh FILE: FILE is a certificate valid for at least 30 more days.
+cert_fresh() { [[ -s $1 ]] && openssl x509 -checkend 2592000 -noout -in "$1" >/dev/null 2>&1; }
+
+# make_certs: a CA, a server certificate (localhost, 127.0.0.1; server and client auth, so a
+# broker can present it to itself) and a client certificate, under $CERTS. Kept while every
+# file is there and valid for 30 more days; otherwise all are generated again.
+make_certs() {
+	local f ok=1
+	for f in ca.pem ca-key.pem server.pem server-key.pem client.pem client-key.pem kafka-keystore.pem; do
+		[[ -s $CERTS/$f ]] || ok=0
+	done
+	if [[ $ok == 1 ]] && cert_fresh "$CERTS/ca.pem" && cert_fresh "$CERTS/server.pem" && cert_fresh "$CERTS/client.pem"; then
+		return 0
+	fi
+	log "certs: generating a CA, server and client certificates under $CERTS"
+	mkdir -p "$CERTS"
+	chmod 700 "$CERTS"
+	local tmp
+	tmp="$(mktemp -d "$CERTS/.gen.XXXXXX")"
+	(
+		set -e
+		cd "$tmp"
+		openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 825 -keyout ca-key.pem -out ca.pem \
+			-subj "/CN=ams test stack CA" -addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign"
+		printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+			"extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=DNS:localhost,IP:127.0.0.1" >server.ext
+		printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+			"extendedKeyUsage=clientAuth" >client.ext
+		openssl req -new -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr -subj "/CN=localhost"
+		openssl x509 -req -sha256 -days 825 -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+			-extfile server.ext -out server.pem
+		openssl req -new -newkey rsa:2048 -nodes -keyout client-key.pem -out client.csr -subj "/CN=ams-test-client"
+		openssl x509 -req -sha256 -days 825 -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+			-extfile client.ext -out client.pem
+		# Kafka's PEM key store: the (PKCS#8, unencrypted) key followed by the certificate chain.
+		cat server-key.pem server.pem ca.pem >kafka-keystore.pem
+		chmod 600 ./*-key.pem kafka-keystore.pem
+		mv ca.pem ca-key.pem server.pem server-key.pem client.pem client-key.pem kafka-keystore.pem "$CERTS/"
+	) >"$LOGS/certs.log" 2>&1 || {
+		cat "$LOGS/certs.log" >&2
+		rm -rf "$tmp"
+		die "certs: openssl failed (log: $LOGS/certs.log)"
+	}
+	rm -rf "$tmp"
+}
+
+# secret NAME: prints the password in $SECRETS/NAME.password, generating it (hex) the first time.
+secret_file() { echo "$SECRETS/$1.password"; }
+secret() {
+	local f
+	f="$(secret_file "$1")"
+	if [[ ! -s $f ]]; then
+		mkdir -p "$SECRETS"
+		chmod 700 "$SECRETS"
+		(umask 077 && openssl rand -hex 24 >"$f")
+	fi
+	cat "$f"
+}
+
+if [[ $SECURE == 1 ]]; then
+	make_certs
+	secret kafka-admin >/dev/null
+	secret kafka-ams >/dev/null
+	secret redis-ams >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Environment file: what a client of this stack needs, one section per service
+# ---------------------------------------------------------------------------------------------
+
+# env_var NAME VALUE: one shell-quoted export line.
+env_var() { printf 'export %s=%q\n' "$1" "$2"; }
+
+env_kafka() {
+	env_var AMS_KAFKA_BROKERS "$HOST:$KAFKA_PORT"
+	if [[ $SECURE == 1 ]]; then
+		env_var AMS_KAFKA_TLS_CA_FILE "$CERTS/ca.pem"
+		env_var AMS_KAFKA_SASL_MECHANISM SCRAM-SHA-512
+		env_var AMS_KAFKA_SASL_USERNAME ams
+		env_var AMS_KAFKA_SASL_PASSWORD_FILE "$(secret_file kafka-ams)"
+	fi
+	echo "# A single broker: ams migrate may create topics with replication factor 1 here (only here)."
+	env_var AMS_ALLOW_UNSAFE_REPLICATION true
+}
+env_redis() {
+	env_var AMS_REDIS_ADDR "$HOST:$REDIS_PORT"
+	if [[ $SECURE == 1 ]]; then
+		env_var AMS_REDIS_TLS_CA_FILE "$CERTS/ca.pem"
+		env_var AMS_REDIS_TLS_CERT_FILE "$CERTS/client.pem"
+		env_var AMS_REDIS_TLS_KEY_FILE "$CERTS/client-key.pem"
+		env_var AMS_REDIS_USERNAME ams
+		env_var AMS_REDIS_PASSWORD_FILE "$(secret_file redis-ams)"
+	fi
+}
+env_mosquitto() {
+	env_var AMS_MQTT_URL "tcp://$HOST:$MQTT_PORT"
+	# Mosquitto's credentials and TLS settings: append your exports here.
+}
+env_clickhouse() {
+	env_var AMS_CLICKHOUSE_ADDR "$HOST:$CLICKHOUSE_PORT"
+	# ClickHouse serves plaintext and user "default" without a password on this stack.
+}
+ENV_SECTIONS=(kafka redis mosquitto clickhouse)
+
+# write_env: $ENV_FILE from every section (all services, whichever were named), atomically.
+write_env() {
+	local s
+	{
+		echo "# Generated by deploy/stack/up.sh for the stack in $STACK ($([[ $SECURE == 1 ]] && echo secure || echo "plaintext, open"))."
+		echo "# Source it before running tests or roles against this stack: source $ENV_FILE"
+		for s in "${ENV_SECTIONS[@]}"; do
+			echo "# --- $s ---"
+			"env_$s"
+		done
+	} >"$ENV_FILE.tmp"
+	chmod 600 "$ENV_FILE.tmp"
+	mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
+write_env
+
+# ---------------------------------------------------------------------------------------------
 # Start
 # ---------------------------------------------------------------------------------------------
 
@@ -207,17 +344,30 @@ start_kafka() {
 		gather_kafka_jars || die "kafka: could not gather the broker's jars"
 	fi
 
-	cat >"$dir/server.properties" <<EOF
+	# The security setting the data was formatted with (SCRAM users live in the metadata log).
+	local mode=plaintext listener=PLAINTEXT
+	if [[ $SECURE == 1 ]]; then
+		mode="scram:$(cat "$(secret_file kafka-admin)" "$(secret_file kafka-ams)" | sha256sum | cut -c1-16)"
+		listener=SASL_SSL
+	fi
+	if [[ -f $dir/data/meta.properties && "$(cat "$dir/security" 2>/dev/null || echo plaintext)" != "$mode" ]]; then
+		log "kafka: its data was formatted for another security setting; deleting it (test data) to format again"
+		rm -rf "$dir/data"
+		mkdir -p "$dir/data"
+	fi
+
+	(umask 077 && cat >"$dir/server.properties" <<EOF
 # Generated by deploy/stack/up.sh: single-node KRaft (combined broker + controller) for tests.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=$listener://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=$listener://$HOST:$KAFKA_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=$listener
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,$listener:$listener
 log.dirs=$dir/data
+$(kafka_security_properties)
 
 num.partitions=12
 default.replication.factor=1
@@ -241,6 +391,7 @@ log.segment.bytes=268435456
 num.network.threads=3
 num.io.threads=4
 EOF
+	)
 
 	local heap java_opts
 	read -r -a heap <<<"$KAFKA_HEAP"
@@ -249,18 +400,46 @@ EOF
 
 	if [[ ! -f $dir/data/meta.properties ]]; then
 		[[ -s $dir/cluster-id ]] || head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$dir/cluster-id"
-		log "kafka: formatting storage (cluster id $(cat "$dir/cluster-id"))"
+		log "kafka: formatting storage (cluster id $(cat "$dir/cluster-id"), ${mode%%:*})"
+		local scram=() u m
+		if [[ $SECURE == 1 ]]; then
+			# The broker's own user (inter-broker traffic) and the clients' user, both mechanisms.
+			for u in admin ams; do
+				for m in SCRAM-SHA-256 SCRAM-SHA-512; do
+					scram+=(--add-scram "$m=[name=$u,password=$(secret "kafka-$u")]")
+				done
+			done
+		fi
 		if ! java -Xmx256m "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
-			-t "$(cat "$dir/cluster-id")" -c "$dir/server.properties" --ignore-formatted \
+			-t "$(cat "$dir/cluster-id")" -c "$dir/server.properties" --ignore-formatted "${scram[@]}" \
 			>>"$LOGS/kafka/format.log" 2>&1; then
 			show_logs kafka
 			die "kafka: storage format failed"
 		fi
+		echo "$mode" >"$dir/security"
 	fi
 
 	log "kafka: starting (Kafka $(kafka_version), logs: $LOGS/kafka)"
 	(cd "$dir" && launch kafka java "${heap[@]}" "${java_opts[@]}" -cp "$libs/*" kafka.Kafka "$dir/server.properties")
 	started+=(kafka)
+}
+
+# kafka_security_properties: the TLS and SASL part of server.properties (empty when plaintext).
+kafka_security_properties() {
+	[[ $SECURE == 1 ]] || return 0
+	cat <<EOF
+# Clients authenticate with SCRAM over TLS; the controller listener stays plaintext on loopback.
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(secret kafka-admin)";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(secret kafka-admin)";
+ssl.keystore.type=PEM
+ssl.keystore.location=$CERTS/kafka-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$CERTS/ca.pem
+ssl.client.auth=requested
+ssl.endpoint.identification.algorithm=https
+EOF
 }
 
 kafka_version() {
@@ -273,10 +452,10 @@ kafka_version() {
 start_redis() {
 	local dir="$STACK/redis"
 	mkdir -p "$dir"
-	cat >"$dir/redis.conf" <<EOF
+	(umask 077 && cat >"$dir/redis.conf" <<EOF
 # Generated by deploy/stack/up.sh (tests: no persistence).
 bind $HOST
-port $REDIS_PORT
+$(redis_security_conf)
 protected-mode yes
 daemonize no
 logfile $LOGS/redis.log
@@ -285,9 +464,30 @@ save ""
 appendonly no
 maxclients 10000
 EOF
-	log "redis: starting"
+	)
+	log "redis: starting ($([[ $SECURE == 1 ]] && echo "TLS only, ACL user ams" || echo "plaintext, no password"))"
 	launch redis redis-server "$dir/redis.conf"
 	started+=(redis)
+}
+
+# redis_security_conf: the listening and access part of redis.conf.
+redis_security_conf() {
+	if [[ $SECURE != 1 ]]; then
+		echo "port $REDIS_PORT"
+		return 0
+	fi
+	cat <<EOF
+# TLS only (no plaintext port); clients present a certificate of the stack's CA.
+port 0
+tls-port $REDIS_PORT
+tls-cert-file $CERTS/server.pem
+tls-key-file $CERTS/server-key.pem
+tls-ca-cert-file $CERTS/ca.pem
+tls-auth-clients yes
+# The default user is off: every client logs in as "ams".
+user default off
+user ams on >$(secret redis-ams) ~* &* +@all
+EOF
 }
 
 start_mosquitto() {
@@ -427,8 +627,18 @@ if wants kafka; then
 fi
 
 # check_SVC: one readiness probe (called indirectly by wait_ready).
-check_kafka() { "$WAITFOR" -q -kafka "$HOST:$KAFKA_PORT" -timeout 3s 2>/dev/null; }
-check_redis() { [[ "$(timeout 5 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+# Kafka: a metadata request with the env file's settings (TLS and SCRAM on a secure stack).
+check_kafka() { (source "$ENV_FILE" && "$WAITFOR" -q -kafka "$HOST:$KAFKA_PORT" -timeout 3s 2>/dev/null); }
+# rcli ARGS...: redis-cli with this stack's TLS and ACL settings (password through REDISCLI_AUTH).
+rcli() {
+	if [[ $SECURE == 1 ]]; then
+		REDISCLI_AUTH="$(secret redis-ams)" timeout 5 redis-cli -h "$HOST" -p "$REDIS_PORT" --tls \
+			--cacert "$CERTS/ca.pem" --cert "$CERTS/client.pem" --key "$CERTS/client-key.pem" --user ams "$@"
+	else
+		timeout 5 redis-cli -h "$HOST" -p "$REDIS_PORT" "$@"
+	fi
+}
+check_redis() { [[ "$(rcli ping 2>/dev/null)" == PONG ]]; }
 check_mosquitto() {
 	local topic="ams/stack/ping/$$" out
 	# A real MQTT round trip: subscribe, publish once the subscription is in place, receive.
@@ -455,7 +665,7 @@ wait_ready() {
 		fi
 		if ((SECONDS >= deadline)); then
 			show_logs "$svc"
-			die "$svc did not answer within ${TIMEOUT}s (logs above; all logs under $LOGS)"
+			die "$svc did not answer within ${TIMEOUT}s (logs above; all logs under $LOGS; a server already on the port that up.sh left alone may not match AMS_STACK_SECURE=$SECURE)"
 		fi
 		sleep 0.5
 	done
@@ -471,14 +681,20 @@ done
 # ---------------------------------------------------------------------------------------------
 
 ver_kafka() { [[ -d $STACK/kafka/libs ]] && echo "Kafka $(kafka_version) KRaft" || echo "Kafka"; }
-ver_redis() { timeout 5 redis-cli -h "$HOST" -p "$REDIS_PORT" info server 2>/dev/null | tr -d '\r' | awk -F: '/^redis_version/ {print "Redis " $2}'; }
+ver_redis() { rcli info server 2>/dev/null | tr -d '\r' | awk -F: '/^redis_version/ {print "Redis " $2}'; }
 # shellcheck disable=SC2016 # $SYS is a literal MQTT topic
 ver_mosquitto() { timeout 5 mosquitto_sub -h "$HOST" -p "$MQTT_PORT" -t '$SYS/broker/version' -C 1 -W 3 2>/dev/null || true; }
 ver_clickhouse() { echo "ClickHouse $(timeout 10 clickhouse-client --host "$HOST" --port "$CLICKHOUSE_PORT" --query 'SELECT version()' 2>/dev/null)"; }
 
 echo "AMS test stack up in $((SECONDS - START_SECONDS))s (data and logs: $STACK)"
-wants kafka && printf '  %-11s %-28s %s\n' kafka "$HOST:$KAFKA_PORT" "$(ver_kafka), controller $HOST:$KAFKA_CONTROLLER_PORT"
-wants redis && printf '  %-11s %-28s %s\n' redis "$HOST:$REDIS_PORT" "$(ver_redis)"
+if [[ $SECURE == 1 ]]; then
+	kafka_sec="SASL_SSL, SCRAM-SHA-512 user ams" redis_sec="TLS only, ACL user ams"
+else
+	kafka_sec="PLAINTEXT, open" redis_sec="plaintext, open"
+fi
+wants kafka && printf '  %-11s %-28s %s\n' kafka "$HOST:$KAFKA_PORT" "$(ver_kafka), controller $HOST:$KAFKA_CONTROLLER_PORT; $kafka_sec"
+wants redis && printf '  %-11s %-28s %s\n' redis "$HOST:$REDIS_PORT" "$(ver_redis); $redis_sec"
 wants mosquitto && printf '  %-11s %-28s %s\n' mqtt "tcp://$HOST:$MQTT_PORT" "$(ver_mosquitto)"
 wants clickhouse && printf '  %-11s %-28s %s\n' clickhouse "$HOST:$CLICKHOUSE_PORT" "$(ver_clickhouse), native; HTTP http://$HOST:$CLICKHOUSE_HTTP_PORT"
+echo "  client settings: source $ENV_FILE   (replication factor 1 allowed: single broker)"
 exit 0

@@ -4,6 +4,9 @@
 //
 //	go run ./deploy/stack/waitfor -kafka 127.0.0.1:9092 -timeout 90s
 //
+// TLS and SASL come from the same AMS_KAFKA_TLS_* and AMS_KAFKA_SASL_* variables as ams's
+// flags (the stack's env file sets them on a secure stack).
+//
 // It exits 0 when ready, 1 on timeout (printing the last error), 2 on bad flags.
 package main
 
@@ -18,6 +21,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ivms/ams/pkg/connsec"
 )
 
 func main() {
@@ -27,10 +32,15 @@ func main() {
 	flag.Parse()
 
 	seeds := strings.Split(*brokers, ",")
+	sec, err := connsec.KafkaFromEnv(os.Getenv).Opts()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "waitfor: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	desc, err := waitKafka(ctx, seeds)
+	desc, err := waitKafka(ctx, seeds, sec)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "waitfor: kafka %s not ready after %s: %v\n", *brokers, *timeout, err)
 		os.Exit(1)
@@ -41,10 +51,10 @@ func main() {
 }
 
 // waitKafka retries a metadata request until it names at least one broker and a controller.
-func waitKafka(ctx context.Context, seeds []string) (string, error) {
+func waitKafka(ctx context.Context, seeds []string, sec []kgo.Opt) (string, error) {
 	var last error
 	for {
-		desc, err := probeKafka(ctx, seeds)
+		desc, err := probeKafka(ctx, seeds, sec)
 		if err == nil {
 			return desc, nil
 		}
@@ -57,12 +67,12 @@ func waitKafka(ctx context.Context, seeds []string) (string, error) {
 	}
 }
 
-func probeKafka(parent context.Context, seeds []string) (string, error) {
-	cl, err := kgo.NewClient(
+func probeKafka(parent context.Context, seeds []string, sec []kgo.Opt) (string, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(seeds...),
-		kgo.DialTimeout(2*time.Second),
+		kgo.DialTimeout(2 * time.Second),
 		kgo.RequestRetries(0),
-	)
+	}, sec...)...)
 	if err != nil {
 		return "", fmt.Errorf("new client: %w", err)
 	}
