@@ -92,3 +92,17 @@ func Secret(what, value, file string) (string, error) {
 	}
 	return s, nil
 }
+
+// TLSFromEnv reads a TLS setting from prefix+"_TLS" (true or 1), prefix+"_TLS_CA_FILE",
+// "_TLS_CERT_FILE", "_TLS_KEY_FILE" and "_TLS_SERVER_NAME": the variables of ams's
+// -{service}-tls* flags (prefix "AMS_REDIS" for -redis-tls-ca-file, ...).
+func TLSFromEnv(getenv func(string) string, prefix string) TLS {
+	on := strings.TrimSpace(getenv(prefix + "_TLS"))
+	return TLS{
+		Enabled:    on == "1" || strings.EqualFold(on, "true"),
+		CAFile:     getenv(prefix + "_TLS_CA_FILE"),
+		CertFile:   getenv(prefix + "_TLS_CERT_FILE"),
+		KeyFile:    getenv(prefix + "_TLS_KEY_FILE"),
+		ServerName: getenv(prefix + "_TLS_SERVER_NAME"),
+	}
+}

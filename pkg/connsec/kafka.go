@@ -105,15 +105,8 @@ func (k Kafka) Warnings() []string {
 // AMS_KAFKA_SASL_USERNAME, AMS_KAFKA_SASL_PASSWORD, AMS_KAFKA_SASL_PASSWORD_FILE),
 // for tools and tests that have no flags.
 func KafkaFromEnv(getenv func(string) string) Kafka {
-	on := strings.TrimSpace(getenv("AMS_KAFKA_TLS"))
 	return Kafka{
-		TLS: TLS{
-			Enabled:    on == "1" || strings.EqualFold(on, "true"),
-			CAFile:     getenv("AMS_KAFKA_TLS_CA_FILE"),
-			CertFile:   getenv("AMS_KAFKA_TLS_CERT_FILE"),
-			KeyFile:    getenv("AMS_KAFKA_TLS_KEY_FILE"),
-			ServerName: getenv("AMS_KAFKA_TLS_SERVER_NAME"),
-		},
+		TLS:          TLSFromEnv(getenv, "AMS_KAFKA"),
 		Mechanism:    getenv("AMS_KAFKA_SASL_MECHANISM"),
 		Username:     getenv("AMS_KAFKA_SASL_USERNAME"),
 		Password:     getenv("AMS_KAFKA_SASL_PASSWORD"),
