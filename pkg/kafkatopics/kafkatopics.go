@@ -103,6 +103,21 @@ type Layout struct {
 	Replication int16
 	// Retention of the non-compacted topics, in ms; 0 leaves the broker default.
 	RetentionMs int64
+	// MinInsyncReplicas is set as min.insync.replicas on every topic created
+	// (see MinInsyncFor); 0 leaves the broker default.
+	MinInsyncReplicas int16
+}
+
+// MinInsyncFor returns the min.insync.replicas ams sets with replication
+// factor rf: rf-1, at least 1. With rf 3 (the production default) a write
+// acknowledged by acks=all is on at least two brokers, and one broker may be
+// down (a rolling restart) without stopping writes; min = rf would stop every
+// producer whenever one broker restarts.
+func MinInsyncFor(rf int16) int16 {
+	if rf <= 2 {
+		return 1
+	}
+	return rf - 1
 }
 
 func (s Spec) configs(l Layout) map[string]*string {
@@ -113,6 +128,9 @@ func (s Spec) configs(l Layout) map[string]*string {
 		c["delete.retention.ms"] = kadm.StringPtr("86400000")
 	} else if l.RetentionMs > 0 {
 		c["retention.ms"] = kadm.StringPtr(fmt.Sprint(l.RetentionMs))
+	}
+	if l.MinInsyncReplicas > 0 {
+		c["min.insync.replicas"] = kadm.StringPtr(fmt.Sprint(l.MinInsyncReplicas))
 	}
 	return c
 }

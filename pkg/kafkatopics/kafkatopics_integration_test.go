@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/testenv"
@@ -25,15 +26,37 @@ func TestEnsureAndCheck(t *testing.T) {
 	if err := kafkatopics.Check(ctx, adm, names, 3); !errors.Is(err, kafkatopics.ErrLayout) {
 		t.Fatalf("Check before Ensure = %v, want ErrLayout", err)
 	}
-	layout := kafkatopics.Layout{Partitions: 3, Replication: 1}
+	layout := kafkatopics.Layout{Partitions: 3, Replication: 1, MinInsyncReplicas: kafkatopics.MinInsyncFor(1)}
 	if err := kafkatopics.Ensure(ctx, adm, names, layout); err != nil {
 		t.Fatalf("Ensure: %v", err)
+	}
+	// Every topic carries min.insync.replicas as a topic config (not the broker default).
+	cfgs, err := adm.DescribeTopicConfigs(ctx, names.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rc := range cfgs {
+		if rc.Err != nil {
+			t.Fatalf("describe %s: %v", rc.Name, rc.Err)
+		}
+		found := false
+		for _, c := range rc.Configs {
+			if c.Key == "min.insync.replicas" {
+				found = true
+				if c.Value == nil || *c.Value != "1" || c.Source != kmsg.ConfigSourceDynamicTopicConfig {
+					t.Errorf("%s: min.insync.replicas = %v (source %v), want 1 set on the topic", rc.Name, c.MaybeValue(), c.Source)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no min.insync.replicas config", rc.Name)
+		}
 	}
 	if err := kafkatopics.Ensure(ctx, adm, names, layout); err != nil {
 		t.Fatalf("second Ensure (idempotent): %v", err)
 	}
 	// A consumer expecting another partition count is refused.
-	err := kafkatopics.Check(ctx, adm, names, 4)
+	err = kafkatopics.Check(ctx, adm, names, 4)
 	if !errors.Is(err, kafkatopics.ErrLayout) || !strings.Contains(err.Error(), "co-partitioned") {
 		t.Fatalf("Check(4) = %v, want a co-partitioning error", err)
 	}
@@ -51,5 +74,13 @@ func TestEnsureAndCheck(t *testing.T) {
 	}
 	if !errors.Is(err, kafkatopics.ErrLayout) || !strings.Contains(err.Error(), names.Presence) {
 		t.Fatalf("Check after growing %s = %v, want a co-partitioning error naming it", names.Presence, err)
+	}
+}
+
+func TestMinInsyncFor(t *testing.T) {
+	for rf, want := range map[int16]int16{1: 1, 2: 1, 3: 2, 5: 4} {
+		if got := kafkatopics.MinInsyncFor(rf); got != want {
+			t.Errorf("MinInsyncFor(%d) = %d, want %d", rf, got, want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ package testenv_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/testenv"
 )
 
@@ -119,7 +121,7 @@ func consumeValues(ctx context.Context, t *testing.T, topic string, want int, op
 
 func TestRedis(t *testing.T) {
 	ctx := testContext(t)
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), DialTimeout: 5 * time.Second})
+	rdb := redis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatalf("redis %s unreachable (is deploy/stack/up.sh running?): %v", testenv.RedisAddr(), err)
@@ -164,12 +166,7 @@ func TestRedis(t *testing.T) {
 
 func TestClickHouse(t *testing.T) {
 	ctx := testContext(t)
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{testenv.ClickHouseAddr()},
-		Protocol:    clickhouse.Native,
-		Auth:        clickhouse.Auth{Database: "default", Username: "default"},
-		DialTimeout: 5 * time.Second,
-	})
+	conn, err := clickhouse.Open(testenv.ClickHouseOptions("default"))
 	if err != nil {
 		t.Fatalf("clickhouse open: %v", err)
 	}
@@ -323,4 +320,59 @@ func TestMQTTSharedSubscription(t *testing.T) {
 		t.Errorf("received %d messages in all, want %d", total, n)
 	}
 	t.Logf("shared subscription %s: subscriber split %v", filter, perSub)
+}
+
+// TestSecureStackRefusesPlaintext: on a secure stack (the env file sets TLS and SASL), a Kafka
+// client without them and a Redis client without TLS or password are refused, and the same
+// clients with testenv's options get in.
+func TestSecureStackRefusesPlaintext(t *testing.T) {
+	if len(testenv.KafkaOpts()) == 0 || testenv.RedisOptions().TLSConfig == nil {
+		t.Skip("the stack is not secure (AMS_STACK_SECURE=0 or no env file sourced): nothing to refuse")
+	}
+	ctx := testContext(t)
+	testenv.KafkaClient(t) // with TLS and SCRAM: reachable, or the test fails
+
+	plain, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...), kgo.RequestRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := plain.Ping(pctx); err == nil {
+		t.Error("a plaintext Kafka client without SASL was answered")
+	}
+	// TLS alone (the stack's CA) without SCRAM.
+	tlsOnly, err := connsec.Kafka{TLS: connsec.TLSFromEnv(os.Getenv, "AMS_KAFKA")}.Opts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noSASL, err := kgo.NewClient(append(tlsOnly, kgo.SeedBrokers(testenv.KafkaBrokers()...), kgo.RequestRetries(0))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noSASL.Close()
+	if err := noSASL.Ping(pctx); err == nil {
+		t.Error("a TLS Kafka client without SASL was answered")
+	}
+
+	good := redis.NewClient(testenv.RedisOptions())
+	defer good.Close()
+	if err := good.Ping(ctx).Err(); err != nil {
+		t.Fatalf("redis with TLS and ACL user: %v", err)
+	}
+	o := testenv.RedisOptions()
+	o.TLSConfig = nil
+	plainRedis := redis.NewClient(o)
+	defer plainRedis.Close()
+	if err := plainRedis.Ping(ctx).Err(); err == nil {
+		t.Error("a plaintext Redis client was answered")
+	}
+	o = testenv.RedisOptions()
+	o.Username, o.Password = "", ""
+	anon := redis.NewClient(o)
+	defer anon.Close()
+	if err := anon.Ping(ctx).Err(); err == nil {
+		t.Error("a Redis client without user and password was answered")
+	}
 }
