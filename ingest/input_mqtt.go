@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,8 @@ type MQTTConfig struct {
 	ClientID string // stable across restarts, so the broker keeps the session
 	Username string
 	Password string
+	// TLS configures ssl:// and wss:// connections (nil: the system's CAs).
+	TLS *tls.Config
 	// Group is the shared-subscription group; empty subscribes without
 	// $share (every instance then gets every frame).
 	Group string
@@ -144,6 +147,9 @@ func (in *MQTTInput) Connect(ctx context.Context) error {
 		SetReconnectingHandler(func(_ mqtt.Client, _ *mqtt.ClientOptions) {
 			in.log.Info("mqtt reconnecting", "url", in.cfg.URL)
 		})
+	if in.cfg.TLS != nil {
+		opts.SetTLSConfig(in.cfg.TLS)
+	}
 	if bufferable(in.cfg.URL) {
 		opts.SetCustomOpenConnectionFn(openBuffered)
 	}

@@ -53,14 +53,19 @@ func apiCommand() command {
 				if *token == "" {
 					return errors.New("no API token: set -api-token or AMS_API_TOKEN")
 				}
+				if _, err := applyNamespace(fs); err != nil {
+					return err
+				}
 				reg, err := schemas.NewRegistry()
 				if err != nil {
 					return err
 				}
-				cl, err := kgo.NewClient(kgo.SeedBrokers(k.seeds()...), kgo.RequiredAcks(kgo.AllISRAcks()),
+				k.logSecurity(log)
+				rf.logSecurity(log)
+				cl, err := k.client(kgo.RequiredAcks(kgo.AllISRAcks()),
 					kgo.ProduceRequestTimeout(10*time.Second), kgo.RecordDeliveryTimeout(30*time.Second))
 				if err != nil {
-					return fmt.Errorf("kafka client: %w", err)
+					return err
 				}
 				defer cl.Close()
 				checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -69,7 +74,10 @@ func apiCommand() command {
 				if err != nil {
 					return err
 				}
-				rdb := rf.client()
+				rdb, err := rf.client()
+				if err != nil {
+					return err
+				}
 				defer rdb.Close()
 				store := amsredis.NewStore(rdb, rf.keys())
 				ops := opshttp.New(log)

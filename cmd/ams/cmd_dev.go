@@ -142,6 +142,9 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	}
 	t0 := time.Now()
 	fmt.Fprintf(stderr, "ams dev: starting in %s (logs: %s)\n", c.dir, logDir)
+	fmt.Fprintln(stderr, "ams dev: OPEN, for development only: the in-process Kafka and Redis and the embedded MQTT broker "+
+		"run without TLS, Kafka and Redis without authentication, and topics have replication factor 1 "+
+		"(what `ams migrate` refuses without -allow-unsafe-replication); see README \"Security\"")
 
 	sec, err := devSecrets(c.dir)
 	if err != nil {
@@ -306,7 +309,11 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		return nil
 	}
 	chOpts := clickHouseFlags{addr: chAddr, database: chDB, username: "default"}
-	if err := resetDevClickHouse(ctx, chOpts.options(), log, devLogFile); err != nil {
+	devCHOpts, err := chOpts.options()
+	if err != nil {
+		return err
+	}
+	if err := resetDevClickHouse(ctx, devCHOpts, log, devLogFile); err != nil {
 		return err
 	}
 	if err := start("sink clickhouse", clickhouseSinkFlags, "-ops-addr=", "-clickhouse-addr", chAddr, "-clickhouse-database", chDB); err != nil {

@@ -23,7 +23,7 @@ func egressCommand() command {
 			lf.register(fs)
 			mf.register(fs)
 			opsAddr := fs.String("ops-addr", ":9102", "listen address of /healthz, /readyz and /metrics (empty: off)")
-			id := fs.String("egress-id", "", "name of this egress instance: MQTT client ids are {egress-id}-{i}, receipts carry it (default ams-egress-{host}-{pid})")
+			id := fs.String("egress-id", "", "name of this egress instance: MQTT client ids are {egress-id}-{i}, receipts carry it (default ams-egress-{host}-{pid}; ams-{namespace}-egress-... with -namespace)")
 			group := fs.String("egress-group", "ams-egress", "Kafka consumer group of the egress instances")
 			conns := fs.Int("mqtt-connections", 4, "MQTT connections in the pool; a device is pinned to one (hash of sn)")
 			window := fs.Int("window", 256, "most frames of one partition published and not yet acknowledged")
@@ -39,8 +39,22 @@ func egressCommand() command {
 				if err != nil {
 					return err
 				}
+				nsNames, err := applyNamespace(fs)
+				if err != nil {
+					return err
+				}
+				mqttPassword, mqttTLS, err := mf.connection()
+				if err != nil {
+					return err
+				}
+				kopts, err := k.opts()
+				if err != nil {
+					return err
+				}
+				k.logSecurity(log)
+				mf.logSecurity(log, mqttTLS)
 				if *id == "" {
-					*id = "ams-egress-" + instanceName()
+					*id = nsNames.ClientIDPrefix + "egress-" + instanceName()
 				}
 				reg, err := schemas.NewRegistry()
 				if err != nil {
@@ -51,7 +65,8 @@ func egressCommand() command {
 				pool := egress.NewPool(egress.MQTTConfig{
 					URL:            mf.url,
 					Username:       mf.username,
-					Password:       mf.password,
+					Password:       mqttPassword,
+					TLS:            mqttTLS,
 					ClientIDPrefix: *id,
 					Connections:    *conns,
 					KeepAlive:      mf.keepAlive,
@@ -70,6 +85,7 @@ func egressCommand() command {
 					InstanceID:     *instanceID,
 					SessionTimeout: *session,
 					StartAtEnd:     *startAtEnd,
+					KafkaOpts:      kopts,
 				}, pool, reg, log, m)
 				if err != nil {
 					return err

@@ -26,7 +26,7 @@ func ingestCommand() command {
 			mf.register(fs)
 			opsAddr := fs.String("ops-addr", ":9101", "listen address of /healthz, /readyz and /metrics (empty: off)")
 			instance := fs.String("instance", "", "name of this ingest instance, written to every record (default host-pid)")
-			clientID := fs.String("mqtt-client-id", "", "MQTT client id; keep it stable across restarts so the broker keeps the session (default ams-ingest-{host})")
+			clientID := fs.String("mqtt-client-id", "", "MQTT client id; keep it stable across restarts so the broker keeps the session (default ams-ingest-{host}; ams-{namespace}-ingest-{host} with -namespace)")
 			group := fs.String("mqtt-share-group", "ams", "shared-subscription group of /ivms/pub/+, letters and digits (empty: plain subscription, every instance gets every frame)")
 			shareEvents := fs.Bool("mqtt-share-events", true, "subscribe the connection-event filters through the shared group too")
 			connFilter := fs.String("event-connected-filter", ingest.DefaultConnectedFilter, "topic filter of client connected events (two + levels: node, client id); empty: none")
@@ -43,11 +43,25 @@ func ingestCommand() command {
 				if err != nil {
 					return err
 				}
+				nsNames, err := applyNamespace(fs)
+				if err != nil {
+					return err
+				}
+				mqttPassword, mqttTLS, err := mf.connection()
+				if err != nil {
+					return err
+				}
+				kopts, err := k.opts()
+				if err != nil {
+					return err
+				}
+				k.logSecurity(log)
+				mf.logSecurity(log, mqttTLS)
 				if *instance == "" {
 					*instance = instanceName()
 				}
 				if *clientID == "" {
-					*clientID = "ams-ingest-" + hostname()
+					*clientID = nsNames.ClientIDPrefix + "ingest-" + hostname()
 				}
 				var events []ingest.EventFilter
 				for _, f := range []struct{ filter, kind string }{
@@ -77,6 +91,7 @@ func ingestCommand() command {
 					Topics:      []string{names.UplinkRaw, names.Rejects},
 					Linger:      *linger,
 					MaxBuffered: *maxInflight + 1000,
+					Opts:        kopts,
 				})
 				if err != nil {
 					return err
@@ -85,7 +100,8 @@ func ingestCommand() command {
 					URL:                mf.url,
 					ClientID:           *clientID,
 					Username:           mf.username,
-					Password:           mf.password,
+					Password:           mqttPassword,
+					TLS:                mqttTLS,
 					Group:              *group,
 					ShareEvents:        *shareEvents,
 					Events:             events,

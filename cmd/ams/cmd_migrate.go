@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
@@ -29,14 +28,27 @@ func migrateCommand() command {
 			skipCH := fs.Bool("skip-clickhouse", false, "leave ClickHouse alone (Kafka topics only)")
 			checkOnly := fs.Bool("check", false, "only check the topics, create nothing")
 			retention := fs.Duration("retention", 7*24*time.Hour, "retention of the non-compacted topics")
+			allowUnsafe := fs.Bool("allow-unsafe-replication", false, "allow -replication 1 (one broker's loss loses data): single-broker dev and test stacks only")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
 					return err
 				}
-				cl, err := kgo.NewClient(kgo.SeedBrokers(k.seeds()...))
+				if _, err := applyNamespace(fs); err != nil {
+					return err
+				}
+				minISR, err := replicationPolicy(k.replication, *allowUnsafe)
 				if err != nil {
-					return fmt.Errorf("kafka client: %w", err)
+					return err
+				}
+				if k.replication < 2 && !*checkOnly {
+					log.Warn("replication factor 1 allowed by -allow-unsafe-replication: losing the broker loses the data; not for production")
+					fmt.Fprintln(stdout, "kafka: replication factor 1 (-allow-unsafe-replication): a single-broker dev/test stack, not for production")
+				}
+				k.logSecurity(log)
+				cl, err := k.client()
+				if err != nil {
+					return err
 				}
 				defer cl.Close()
 				adm := kadm.NewClient(cl)
@@ -48,20 +60,41 @@ func migrateCommand() command {
 						return err
 					}
 				} else {
-					layout := kafkatopics.Layout{Partitions: int32(k.partitions), Replication: int16(k.replication), RetentionMs: retention.Milliseconds()}
+					layout := kafkatopics.Layout{Partitions: int32(k.partitions), Replication: int16(k.replication),
+						RetentionMs: retention.Milliseconds(), MinInsyncReplicas: minISR}
 					if err := kafkatopics.Ensure(ctx, adm, names, layout); err != nil {
 						return err
 					}
 				}
-				log.Info("kafka topics ready", "topics", len(names.All()), "partitions", k.partitions)
-				fmt.Fprintf(stdout, "kafka: %d topics with %d partitions each\n", len(names.All()), k.partitions)
+				log.Info("kafka topics ready", "topics", len(names.All()), "partitions", k.partitions,
+					"replication", k.replication, "min_insync_replicas", minISR)
+				fmt.Fprintf(stdout, "kafka: %d topics with %d partitions each (new ones: replication %d, min.insync.replicas %d)\n",
+					len(names.All()), k.partitions, k.replication, minISR)
 				if *skipCH {
 					return nil
 				}
-				return migrateClickHouse(ctx, ch.options(), *checkOnly, log, stdout)
+				cho, err := ch.options()
+				if err != nil {
+					return err
+				}
+				return migrateClickHouse(ctx, cho, *checkOnly, log, stdout)
 			}
 		},
 	}
+}
+
+// replicationPolicy checks -replication and returns the min.insync.replicas
+// that goes with it (kafkatopics.MinInsyncFor: rf-1, at least 1). A
+// replication factor below 1 is an error, and 1 is refused unless
+// allowUnsafe: one broker's loss would lose acknowledged records.
+func replicationPolicy(rf int, allowUnsafe bool) (int16, error) {
+	switch {
+	case rf < 1 || rf > 32767:
+		return 0, fmt.Errorf("-replication %d: want 1 or more (3 in production)", rf)
+	case rf == 1 && !allowUnsafe:
+		return 0, fmt.Errorf("-replication 1 keeps one copy of every record: refused without -allow-unsafe-replication (single-broker dev and test stacks only; production wants 3)")
+	}
+	return kafkatopics.MinInsyncFor(int16(rf)), nil
 }
 
 // migrateClickHouse applies the ClickHouse migrations not yet applied (or,

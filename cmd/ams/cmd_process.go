@@ -56,6 +56,14 @@ func processCommand() command {
 				if err != nil {
 					return err
 				}
+				if _, err := applyNamespace(fs); err != nil {
+					return err
+				}
+				kopts, err := k.opts()
+				if err != nil {
+					return err
+				}
+				k.logSecurity(log)
 				keys, err := readPrivateKeys(*keyFiles)
 				if err != nil {
 					return err
@@ -132,7 +140,7 @@ func processCommand() command {
 					TimerTick:             *tick,
 					Logger:                log,
 					Registerer:            ops.Registry,
-					KafkaOpts:             []kgo.Opt{kgo.SessionTimeout(*sessionTimeout)},
+					KafkaOpts:             append(kopts, kgo.SessionTimeout(*sessionTimeout)),
 				}, proc)
 				if err != nil {
 					return err

@@ -31,7 +31,9 @@ func simulateCommand() command {
 		flags: func(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
 			var lf logFlags
 			lf.register(fs)
-			mqttURL := fs.String("mqtt-url", "tcp://127.0.0.1:1883", "MQTT broker URL (tcp:// only)")
+			mqttURL := fs.String("mqtt-url", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp://host:port or ssl://host:port (TLS; wss:// is not simulated)")
+			var mqttSec mqttTLSFlags
+			mqttSec.register(fs, false)
 			pubKeyFile := fs.String("rsa-public-key-file", "", "PEM file of the cloud's RSA public key, for the devices' handshakes (required)")
 			devices := fs.Int("sim-devices", 100, "number of simulated devices, each with its own MQTT connection")
 			snPrefix := fs.String("sim-sn-prefix", "0505050505", "serial number prefix; sn = prefix + zero-padded device number, 16 characters")
@@ -61,6 +63,10 @@ func simulateCommand() command {
 			summaryJSON := fs.String("sim-summary-json", "", "write the final summary as JSON to this file")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
+				if err != nil {
+					return err
+				}
+				mqttTLS, err := mqttSec.config(*mqttURL)
 				if err != nil {
 					return err
 				}
@@ -106,6 +112,7 @@ func simulateCommand() command {
 					SNPrefix:         *snPrefix,
 					FirstIndex:       *snStart,
 					BrokerURL:        *mqttURL,
+					TLS:              mqttTLS,
 					SourceAddrs:      addrs,
 					Token:            func(sn string) string { return strings.ReplaceAll(pw, "{sn}", sn) },
 					PublicKey:        pub,

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
@@ -85,17 +86,27 @@ type clickHouseFlags struct {
 	database string
 	username string
 	password string
+	sec      clickHouseSecurityFlags
 }
 
 func (c *clickHouseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "clickhouse-addr", "127.0.0.1:9000", "ClickHouse native-protocol addresses, comma-separated")
 	fs.StringVar(&c.database, "clickhouse-database", "ams", "ClickHouse database of the ams tables")
 	fs.StringVar(&c.username, "clickhouse-username", "default", "ClickHouse user")
-	fs.StringVar(&c.password, "clickhouse-password", "", "ClickHouse password")
+	fs.StringVar(&c.password, "clickhouse-password", "", "ClickHouse password (prefer -clickhouse-password-file; never logged)")
+	c.sec.register(fs)
 }
 
-func (c *clickHouseFlags) options() chsink.Options {
-	return chsink.Options{Addr: splitList(c.addr), Database: c.database, Username: c.username, Password: c.password}
+func (c *clickHouseFlags) options() (chsink.Options, error) {
+	pass, err := connsec.Secret("clickhouse password", c.password, c.sec.passwordFile)
+	if err != nil {
+		return chsink.Options{}, err
+	}
+	tc, err := c.sec.tls.config()
+	if err != nil {
+		return chsink.Options{}, err
+	}
+	return chsink.Options{Addr: splitList(c.addr), Database: c.database, Username: c.username, Password: pass, TLS: tc}, nil
 }
 
 func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
@@ -117,6 +128,18 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 		if err != nil {
 			return err
 		}
+		if _, err := applyNamespace(fs); err != nil {
+			return err
+		}
+		cho, err := ch.options()
+		if err != nil {
+			return err
+		}
+		kopts, err := k.opts()
+		if err != nil {
+			return err
+		}
+		k.logSecurity(log)
 		reg, err := schemas.NewRegistry()
 		if err != nil {
 			return err
@@ -127,18 +150,19 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			Seeds:           k.seeds(),
 			Names:           k.names(),
 			Group:           *group,
-			ClickHouse:      ch.options(),
+			ClickHouse:      cho,
 			BatchRows:       *batchRows,
 			BatchInterval:   *batchInterval,
 			RetryMax:        *retryMax,
 			ShutdownTimeout: *shutdown,
 			SessionTimeout:  *session,
+			ExtraKafkaOpts:  kopts,
 		}, reg, log, m)
 		if err != nil {
 			return err
 		}
 		ops.AddCheck("clickhouse", s.Ready)
-		log.Info("clickhouse sink starting", "clickhouse", ch.addr, "database", ch.database, "group", *group)
+		log.Info("clickhouse sink starting", "clickhouse", ch.addr, "database", ch.database, "group", *group, "clickhouse_tls", cho.TLS != nil)
 		return runWithOps(ctx, ops, *opsAddr, s.Run)
 	}
 }

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
 	amsredis "github.com/ivms/ams/sinks/redis"
@@ -20,18 +22,39 @@ type redisFlags struct {
 	password string
 	db       int
 	prefix   string
+	sec      redisSecurityFlags
 }
 
 func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.addr, "redis-addr", "127.0.0.1:6379", "Redis address (host:port)")
 	fs.StringVar(&r.username, "redis-username", "", "Redis ACL user (empty: default)")
-	fs.StringVar(&r.password, "redis-password", "", "Redis password")
+	fs.StringVar(&r.password, "redis-password", "", "Redis password (prefer -redis-password-file; never logged)")
 	fs.IntVar(&r.db, "redis-db", 0, "Redis database number")
 	fs.StringVar(&r.prefix, "redis-prefix", amsredis.DefaultPrefix, "prefix of every Redis key (isolates test runs; the sink and the API must agree)")
+	r.sec.register(fs)
 }
 
-func (r *redisFlags) client() *goredis.Client {
-	return goredis.NewClient(&goredis.Options{Addr: r.addr, Username: r.username, Password: r.password, DB: r.db})
+// client returns a Redis client with the TLS and credentials of the flags
+// (it connects lazily).
+func (r *redisFlags) client() (*goredis.Client, error) {
+	pass, err := connsec.Secret("redis password", r.password, r.sec.passwordFile)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := r.sec.tls.config()
+	if err != nil {
+		return nil, err
+	}
+	return goredis.NewClient(&goredis.Options{Addr: r.addr, Username: r.username, Password: pass, DB: r.db, TLSConfig: tc}), nil
+}
+
+// logSecurity logs how the role reaches Redis (never the password).
+func (r *redisFlags) logSecurity(log *slog.Logger) {
+	tlsOn := r.sec.tls.set.On()
+	log.Info("redis connection", "addr", r.addr, "tls", tlsOn, "user", r.username, "password", r.password != "" || r.sec.passwordFile != "")
+	if !tlsOn {
+		log.Warn("redis: no TLS (traffic and password readable on the network)")
+	}
 }
 
 func (r *redisFlags) keys() amsredis.Keys { return amsredis.Keys{Prefix: r.prefix} }
@@ -52,16 +75,28 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 		if err != nil {
 			return err
 		}
+		if _, err := applyNamespace(fs); err != nil {
+			return err
+		}
+		kopts, err := k.opts()
+		if err != nil {
+			return err
+		}
+		k.logSecurity(log)
+		rf.logSecurity(log)
 		reg, err := schemas.NewRegistry()
 		if err != nil {
 			return err
 		}
-		rdb := rf.client()
+		rdb, err := rf.client()
+		if err != nil {
+			return err
+		}
 		defer rdb.Close()
 		ops := opshttp.New(log)
 		m := amsredis.NewMetrics(ops.Registry)
 		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
-		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll}, proj, rdb, log, m)
+		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll, KafkaOpts: kopts}, proj, rdb, log, m)
 		if err != nil {
 			return fmt.Errorf("redis sink: %w", err)
 		}

@@ -26,13 +26,17 @@ type kafkaFlags struct {
 	topicPrefix string
 	partitions  int
 	replication int
+	namespace   string
+	sec         kafkaSecurityFlags
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.brokers, "kafka-brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	fs.StringVar(&k.topicPrefix, "topic-prefix", "", "prefix of every Kafka topic name (isolates test runs)")
 	fs.IntVar(&k.partitions, "partitions", 12, "partition count of every ams topic (all topics share it)")
-	fs.IntVar(&k.replication, "replication", 1, "replication factor of topics created by migrate")
+	fs.IntVar(&k.replication, "replication", 3, "replication factor of topics created by migrate (min.insync.replicas is set to one less, at least 1)")
+	fs.StringVar(&k.namespace, "namespace", "", "namespace of this stack: derives the topic prefix, consumer groups, transactional ids, MQTT share group, Redis prefix and ClickHouse database (explicit flags still win)")
+	k.sec.register(fs)
 }
 
 func (k *kafkaFlags) seeds() []string { return splitList(k.brokers) }

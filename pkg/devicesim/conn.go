@@ -1,6 +1,7 @@
 package devicesim
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,11 +40,12 @@ type deviceConn struct {
 }
 
 // dial opens the TCP connection of one MQTT connection attempt, from local
-// address laddr when not nil. Only tcp:// and mqtt:// broker URLs are
-// supported (plain TCP; the simulator needs to own the socket).
+// address laddr when not nil. tcp:// and mqtt:// broker URLs, and ssl://,
+// tls:// and mqtts:// whose TLS session startTLS layers on top (the
+// simulator owns the TCP socket underneath either way).
 func dial(uri *url.URL, laddr *net.TCPAddr, timeout time.Duration) (*deviceConn, error) {
 	switch uri.Scheme {
-	case "tcp", "mqtt":
+	case "tcp", "mqtt", "ssl", "tls", "mqtts":
 	default:
 		return nil, fmt.Errorf("devicesim: broker scheme %q not supported (use tcp://)", uri.Scheme)
 	}
@@ -61,6 +63,35 @@ func dial(uri *url.URL, laddr *net.TCPAddr, timeout time.Duration) (*deviceConn,
 		return nil, fmt.Errorf("devicesim: dial returned %T, not a TCP connection", c)
 	}
 	return &deviceConn{TCPConn: tc}, nil
+}
+
+// usesTLS reports whether the broker URL's scheme means MQTT over TLS.
+func usesTLS(uri *url.URL) bool {
+	switch uri.Scheme {
+	case "ssl", "tls", "mqtts":
+		return true
+	}
+	return false
+}
+
+// startTLS runs the TLS handshake over raw (within timeout) and returns the
+// TLS connection paho reads and writes; vanishing still acts on raw.
+func startTLS(raw *deviceConn, uri *url.URL, cfg *tls.Config, timeout time.Duration) (net.Conn, error) {
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = uri.Hostname()
+	}
+	tc := tls.Client(raw, cfg)
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("devicesim: tls handshake with %s: %w", uri.Host, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 func (c *deviceConn) isDetached() bool {

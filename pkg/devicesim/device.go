@@ -295,6 +295,9 @@ func (d *Device) connect(ctx context.Context) (*connection, error) {
 			c.mu.Lock()
 			c.raw = raw
 			c.mu.Unlock()
+			if usesTLS(uri) {
+				return startTLS(raw, uri, cfg.TLS, cfg.ConnectTimeout)
+			}
 			return raw, nil
 		}).
 		SetConnectionLostHandler(func(mqtt.Client, error) { c.markLost() })

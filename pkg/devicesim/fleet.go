@@ -21,6 +21,7 @@ package devicesim
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,8 +50,12 @@ type Config struct {
 	// FirstIndex is the number of the first device (lets several simulator
 	// processes share out one fleet).
 	FirstIndex int
-	// BrokerURL is the MQTT broker, tcp://host:port (mqtt:// also accepted).
+	// BrokerURL is the MQTT broker, tcp://host:port (mqtt:// also accepted),
+	// or ssl://host:port (tls:// and mqtts:// also accepted) for MQTT over TLS.
 	BrokerURL string
+	// TLS configures ssl:// connections (nil: the system's CAs, the URL's
+	// host as server name). Ignored for tcp://.
+	TLS *tls.Config
 	// SourceAddrs, when set, are local IP addresses the devices' TCP
 	// connections are bound to, round robin. One address gives at most
 	// about 28k connections to one broker address (the ephemeral port
@@ -155,8 +160,10 @@ func (c *Config) withDefaults() (Config, error) {
 	if err != nil || u.Host == "" {
 		return cfg, fmt.Errorf("devicesim: broker URL %q: want tcp://host:port", cfg.BrokerURL)
 	}
-	if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-		return cfg, fmt.Errorf("devicesim: broker URL %q: only tcp:// is supported", cfg.BrokerURL)
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts":
+	default:
+		return cfg, fmt.Errorf("devicesim: broker URL %q: only tcp:// and ssl:// are supported", cfg.BrokerURL)
 	}
 	if cfg.FirstIndex < 0 {
 		return cfg, errors.New("devicesim: FirstIndex must not be negative")

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -101,6 +102,8 @@ type Options struct {
 	Database string   // the ams database, e.g. "ams"
 	Username string   // default "default"
 	Password string
+	// TLS, when set, connects with TLS (to the server's secure native port).
+	TLS *tls.Config
 }
 
 // Open connects to ClickHouse and pings it. The connection's current
@@ -118,6 +121,7 @@ func Open(ctx context.Context, o Options) (driver.Conn, error) {
 		Addr:         o.Addr,
 		Protocol:     clickhouse.Native,
 		Auth:         clickhouse.Auth{Database: "default", Username: user, Password: o.Password},
+		TLS:          o.TLS,
 		DialTimeout:  3 * time.Second,
 		ReadTimeout:  60 * time.Second,
 		MaxOpenConns: 8,

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -17,6 +18,8 @@ type MQTTConfig struct {
 	URL      string
 	Username string
 	Password string
+	// TLS configures ssl:// and wss:// connections (nil: the system's CAs).
+	TLS *tls.Config
 	// ClientIDPrefix: connection i has client id ClientIDPrefix + "-" + i.
 	ClientIDPrefix string
 	// Connections is the pool size K.
@@ -272,6 +275,9 @@ func (c *conn) run(ctx context.Context) {
 				c.pool.log.Warn("egress mqtt connection lost", "client_id", c.id, "err", err)
 				signalLost()
 			})
+		if c.pool.cfg.TLS != nil {
+			opts.SetTLSConfig(c.pool.cfg.TLS)
+		}
 		cl := mqtt.NewClient(opts)
 		tok := cl.Connect()
 		var err error
