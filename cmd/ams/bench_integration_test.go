@@ -41,7 +41,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
@@ -225,7 +224,7 @@ func startBenchStack(b *testing.B, withClickHouse bool) *benchStack {
 }
 
 func (s *benchStack) cleanup() {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...))
+	cl, err := testenv.NewKafkaClient()
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		adm := kadm.NewClient(cl)
@@ -239,7 +238,7 @@ func (s *benchStack) cleanup() {
 		cancel()
 		cl.Close()
 	}
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	iter := rdb.Scan(ctx, 0, s.id+":*", 1000).Iterator()
 	var keys []string
@@ -266,7 +265,7 @@ func (s *benchStack) cleanup() {
 func (s *benchStack) clickhouse(query string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conn, err := amsch.Open(ctx, amsch.Options{Addr: strings.Split(testenv.ClickHouseAddr(), ","), Database: s.chDB})
+	conn, err := amsch.Open(ctx, stackCH(s.chDB))
 	if err != nil {
 		return "", err
 	}
@@ -565,7 +564,7 @@ func BenchmarkClickHouseLag(b *testing.B) {
 	}
 	chctx, chcancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer chcancel()
-	conn, err := amsch.Open(chctx, amsch.Options{Addr: strings.Split(testenv.ClickHouseAddr(), ","), Database: s.chDB})
+	conn, err := amsch.Open(chctx, stackCH(s.chDB))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -783,4 +782,10 @@ func sampledSent(pubTimes [][]time.Time) int {
 		n += len(ts)
 	}
 	return n
+}
+
+// stackCH returns the options of the stack's ClickHouse (user, password and TLS from testenv).
+func stackCH(db string) amsch.Options {
+	c := testenv.ClickHouseSettings()
+	return amsch.Options{Addr: c.Addr, Database: db, Username: c.Username, Password: c.Password, TLS: c.TLS}
 }

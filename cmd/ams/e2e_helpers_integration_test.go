@@ -237,7 +237,7 @@ func (s *e2eStack) startClickHouseSink(kafkaArgs []string) {
 
 // clickhouse opens a native connection to the test ClickHouse server.
 func (s *e2eStack) clickhouse() (driver.Conn, error) {
-	return ch.Open(&ch.Options{Addr: []string{testenv.ClickHouseAddr()}, Auth: ch.Auth{Database: "default", Username: "default"}})
+	return ch.Open(testenv.ClickHouseOptions("default"))
 }
 
 // exampleQuery returns the example query titled title from
@@ -274,7 +274,7 @@ func (s *e2eStack) startProcessor(name string) *mqttconform.Process {
 }
 
 func (s *e2eStack) deleteTopics() {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...))
+	cl, err := testenv.NewKafkaClient()
 	if err != nil {
 		return
 	}
@@ -285,7 +285,7 @@ func (s *e2eStack) deleteTopics() {
 }
 
 func (s *e2eStack) deleteRedisKeys() {
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -666,7 +666,7 @@ func (s *e2eStack) readCommitted(topic string) []*kgo.Record {
 	}
 	// Control records are kept so the last offset before the stable one is
 	// always seen, even when it is a transaction marker.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...),
+	cl, err := testenv.NewKafkaClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	if err != nil {

@@ -255,7 +255,8 @@ env_kafka() {
 		env_var AMS_KAFKA_SASL_USERNAME ams
 		env_var AMS_KAFKA_SASL_PASSWORD_FILE "$(secret_file kafka-ams)"
 	fi
-	echo "# A single broker: ams migrate may create topics with replication factor 1 here (only here)."
+	echo "# A single broker: ams migrate creates topics with replication factor 1 here (only here)."
+	env_var AMS_REPLICATION 1
 	env_var AMS_ALLOW_UNSAFE_REPLICATION true
 }
 env_redis() {

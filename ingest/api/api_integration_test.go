@@ -32,7 +32,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	names := kafkatopics.WithPrefix(testenv.Unique(t, "it_api") + ".")
 	cl := testenv.KafkaClient(t, kgo.RequiredAcks(kgo.AllISRAcks()))
 	testenv.CreateTopics(t, cl, 3, names.Commands, names.Registry, names.Presence, names.DeviceEvents, names.CommandEvents)
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -52,7 +52,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	keys := amsredis.Keys{Prefix: prefix}
 
-	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g")},
+	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g"), KafkaOpts: testenv.KafkaOpts()},
 		amsredis.NewProjector(rdb, keys, names, reg), rdb, log, nil)
 	if err != nil {
 		t.Fatal(err)

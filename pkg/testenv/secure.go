@@ -113,3 +113,10 @@ func splitComma(s string) []string {
 	}
 	return out
 }
+
+// NewKafkaClient returns kgo.NewClient(KafkaSeedOpts() followed by opts): a client of the
+// stack's Kafka, for code without a testing.TB (benchmarks' helpers, cleanups). The caller
+// closes it.
+func NewKafkaClient(opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(KafkaSeedOpts(), opts...)...)
+}

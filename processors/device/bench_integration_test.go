@@ -61,7 +61,7 @@ func newBenchKafka(b *testing.B) *benchKafka {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b.Cleanup(func() {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...))
+		cl, err := testenv.NewKafkaClient()
 		if err != nil {
 			return
 		}
@@ -114,7 +114,7 @@ func (k *benchKafka) runner(b *testing.B, p *Processor, instance string, maxReco
 		MaxRecords:            maxRecords,
 		Logger:                slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registerer:            reg,
-		KafkaOpts:             []kgo.Opt{kgo.SessionTimeout(10 * time.Second)},
+		KafkaOpts:             append(testenv.KafkaOpts(), kgo.SessionTimeout(10*time.Second)),
 	}, p)
 	if err != nil {
 		b.Fatal(err)
@@ -222,7 +222,7 @@ func (k *benchKafka) downlinks(b *testing.B) *downlinkReader {
 	}
 	offs := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { offs[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.KafkaBrokers()...),
+	cl, err := testenv.NewKafkaClient(
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.names.Downlink: offs}),
 		kgo.FetchMaxWait(50*time.Millisecond))

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/testenv"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/internal/counter"
 )
@@ -40,7 +41,7 @@ func envInt(name string, def int) int {
 
 func preload(b *testing.B, topic string, n, keys, valueSize int, partition int32) {
 	b.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(itBrokers()...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5 * time.Millisecond)}
+	opts := append(testenv.KafkaSeedOpts(), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5*time.Millisecond))
 	if partition >= 0 {
 		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	}
@@ -137,7 +138,7 @@ func BenchmarkRestore(b *testing.B) {
 	tp := newITTopics(b, 1)
 	st, _ := counter.Handler{}.EncodeState("", &counter.State{Count: 42, Last: time.Now(), Pad: strings.Repeat("x", 150)})
 	b.Logf("state size %d bytes", len(st))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...), kgo.DefaultProduceTopic(tp.changelog), kgo.ProducerLinger(5*time.Millisecond))
+	cl, err := testenv.NewKafkaClient(kgo.DefaultProduceTopic(tp.changelog), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}

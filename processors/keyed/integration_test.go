@@ -53,7 +53,7 @@ func newITTopics(t testing.TB, partitions int32) itTopics {
 	t.Helper()
 	p := "it-keyed-" + randHex(4) + "."
 	tp := itTopics{prefix: p, in: p + "in", out: p + "out", changelog: p + "state", group: p + "group"}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...))
+	cl, err := testenv.NewKafkaClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func newITTopics(t testing.TB, partitions int32) itTopics {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Cleanup(func() {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...))
+		cl, err := testenv.NewKafkaClient()
 		if err != nil {
 			t.Errorf("cleanup: %v", err)
 			return
@@ -133,11 +133,11 @@ func (tp itTopics) config(instance string, log *slog.Logger) keyed.Config {
 		TransactionTimeout:    10 * time.Second,
 		TimerTick:             50 * time.Millisecond,
 		Logger:                log,
-		KafkaOpts: []kgo.Opt{
-			kgo.SessionTimeout(6 * time.Second),
-			kgo.HeartbeatInterval(500 * time.Millisecond),
-			kgo.FetchMaxWait(200 * time.Millisecond),
-		},
+		KafkaOpts: append(testenv.KafkaOpts(),
+			kgo.SessionTimeout(6*time.Second),
+			kgo.HeartbeatInterval(500*time.Millisecond),
+			kgo.FetchMaxWait(200*time.Millisecond),
+		),
 	}
 }
 
@@ -252,7 +252,7 @@ func (h *helper) term(t *testing.T) {
 // produceLoad writes rounds of one record per key, spread over d.
 func produceLoad(t *testing.T, topic string, keys []string, rounds int, d time.Duration, after func(round int)) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5*time.Millisecond))
+	cl, err := testenv.NewKafkaClient(kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func produceLoad(t *testing.T, topic string, keys []string, rounds int, d time.D
 
 func itReader(t *testing.T, topic string) *logReader {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...), kgo.ConsumeTopics(topic),
+	cl, err := testenv.NewKafkaClient(kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(200*time.Millisecond),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {

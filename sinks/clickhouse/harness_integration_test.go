@@ -60,12 +60,23 @@ type env struct {
 
 const testPartitions = 4
 
+// chOptions returns the options of ClickHouse at addr: the stack's user, password and TLS
+// (testenv) for the stack's address, none for a private server (the outage tests' own).
+func chOptions(addr, db string) chsink.Options {
+	o := chsink.Options{Addr: []string{addr}, Database: db}
+	if addr == testenv.ClickHouseAddr() {
+		s := testenv.ClickHouseSettings()
+		o.Username, o.Password, o.TLS = s.Username, s.Password, s.TLS
+	}
+	return o
+}
+
 func newEnv(t testing.TB, chAddr string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e := &env{t: t, chAddr: chAddr, db: testenv.Unique(t, "chsink")}
-	conn, err := chsink.Open(ctx, chsink.Options{Addr: []string{chAddr}, Database: e.db})
+	conn, err := chsink.Open(ctx, chOptions(chAddr, e.db))
 	if err != nil {
 		t.Fatalf("clickhouse %s unreachable: %v", chAddr, err)
 	}
@@ -186,12 +197,13 @@ func (s inProcSink) waitInserted(t testing.TB, n int, timeout time.Duration) {
 func (e *env) runSink(group string, mutate ...func(*chsink.Config)) inProcSink {
 	e.t.Helper()
 	cfg := chsink.Config{
-		Seeds:         testenv.KafkaBrokers(),
-		Names:         e.names,
-		Group:         group,
-		ClickHouse:    chsink.Options{Addr: []string{e.chAddr}, Database: e.db},
-		BatchInterval: 200 * time.Millisecond,
-		RetryMax:      time.Second,
+		Seeds:          testenv.KafkaBrokers(),
+		Names:          e.names,
+		Group:          group,
+		ClickHouse:     chOptions(e.chAddr, e.db),
+		BatchInterval:  200 * time.Millisecond,
+		RetryMax:       time.Second,
+		ExtraKafkaOpts: testenv.KafkaOpts(),
 	}
 	for _, f := range mutate {
 		f(&cfg)

@@ -35,7 +35,7 @@ func newFixture(t *testing.T) *fixture {
 	names := kafkatopics.WithPrefix(testenv.Unique(t, "it_redis") + ".")
 	cl := testenv.KafkaClient(t, kgo.RequiredAcks(kgo.AllISRAcks()))
 	testenv.CreateTopics(t, cl, 3, names.Registry, names.Presence, names.DeviceEvents, names.CommandEvents)
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -87,7 +87,7 @@ func (f *fixture) produce(topic, key string, v any) {
 // returns its error.
 func (f *fixture) start(prefix string) (sink *Sink, stop func() error) {
 	f.t.Helper()
-	sink, err := NewSink(SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(f.t, "it_redis_g")},
+	sink, err := NewSink(SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(f.t, "it_redis_g"), KafkaOpts: testenv.KafkaOpts()},
 		NewProjector(f.rdb, Keys{Prefix: prefix}, f.names, f.reg), f.rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		f.t.Fatal(err)
