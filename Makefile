@@ -6,6 +6,9 @@ export AMS_STACK_DIR := $(STACK_DIR)
 BIN := $(CURDIR)/bin/ams
 # Integration tests share one stack; keep their parallelism modest on a 2-core box.
 TEST_FLAGS ?= -count=1 -timeout 20m -p 2
+# The stack's client settings (brokers, TLS CA, SASL user and password file, Redis user and
+# password file, ...): written by deploy/stack/up.sh, sourced by the targets that use the stack.
+STACK_ENV = set -a && source "$(STACK_DIR)/env" && set +a &&
 
 .PHONY: all build run run-stack test unit integration bench fuzz lint up down clean docs
 
@@ -24,11 +27,11 @@ run: build
 
 ## run-stack: the whole pipeline as separate processes (one per role) against the local stack (make up)
 run-stack: up build
-	bash deploy/run.sh
+	$(STACK_ENV) bash deploy/run.sh
 
 ## test: bring up the local stack (installing what is missing), then run unit and integration tests
 test: up lint
-	$(GO) test $(TEST_FLAGS) -tags integration ./...
+	$(STACK_ENV) $(GO) test $(TEST_FLAGS) -tags integration ./...
 
 ## unit: unit tests only (no services needed)
 unit:

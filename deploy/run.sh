@@ -36,7 +36,8 @@ export AMS_UPLOAD_SIGNING_SECRET_FILE=$dev/upload.secret
 export AMS_UPLOAD_HOST_URL=${AMS_UPLOAD_HOST_URL:-http://127.0.0.1:9900}
 export AMS_UPLOAD_BUCKET=${AMS_UPLOAD_BUCKET:-ams-dev}
 
-"$bin" migrate >/dev/null
+# The local stack has one broker: replication factor 1, allowed explicitly (never in production).
+"$bin" migrate -replication 1 -allow-unsafe-replication | sed 's/^/migrate: /'
 
 pids=()
 cleanup() {
