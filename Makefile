@@ -1,7 +1,8 @@
 # ams — see README.md. The two commands a new user needs: `make run` and `make test`.
 SHELL := /bin/bash
 GO ?= go
-STACK_DIR ?= $(CURDIR)/.stack
+# AMS_STACK_DIR (e.g. a stack shared by several work trees) wins over the work tree's .stack.
+STACK_DIR ?= $(or $(AMS_STACK_DIR),$(CURDIR)/.stack)
 export AMS_STACK_DIR := $(STACK_DIR)
 BIN := $(CURDIR)/bin/ams
 # Integration tests share one stack; keep their parallelism modest on a 2-core box.

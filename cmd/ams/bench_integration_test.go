@@ -157,7 +157,8 @@ func startBenchStack(b *testing.B, withClickHouse bool) *benchStack {
 		"-log-level", "info", // StartProcess reads the ops address from an info line
 	}
 	b.Cleanup(s.cleanup)
-	migrate := append([]string{"migrate"}, kafkaArgs...)
+	// One broker on the test stack: replication factor 1, allowed explicitly.
+	migrate := append([]string{"migrate", "-replication", "1", "-allow-unsafe-replication"}, kafkaArgs...)
 	if withClickHouse {
 		s.chDB = s.id
 		migrate = append(migrate, "-clickhouse-addr", testenv.ClickHouseAddr(), "-clickhouse-database", s.chDB)

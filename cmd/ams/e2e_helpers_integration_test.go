@@ -221,7 +221,7 @@ func (s *e2eStack) startClickHouseSink(kafkaArgs []string) {
 			conn.Close()
 		}
 	})
-	out, err := exec.Command(amsBinary, append(append([]string{"migrate"}, kafkaArgs...),
+	out, err := exec.Command(amsBinary, append(append([]string{"migrate", "-replication", "1", "-allow-unsafe-replication"}, kafkaArgs...),
 		"-clickhouse-addr", testenv.ClickHouseAddr(), "-clickhouse-database", s.chDatabase)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ams migrate: %v\n%s", err, out)
