@@ -240,3 +240,55 @@ func TestMQTTTLSFlags(t *testing.T) {
 		t.Error("http:// accepted")
 	}
 }
+
+// TestRedisAndClickHouseSecurityFlags: password files are read, TLS is configured from the
+// flags, and a bad setting is an error at start-up.
+func TestRedisAndClickHouseSecurityFlags(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var r redisFlags
+	fs := flag.NewFlagSet("r", flag.ContinueOnError)
+	r.register(fs)
+	if err := parseFlags(fs, []string{"-redis-username", "ams", "-redis-password-file", pw, "-redis-tls"}, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := r.client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := rdb.Options()
+	if o.Username != "ams" || o.Password != "s3cret" || o.TLSConfig == nil {
+		t.Errorf("redis options: user %q, password set %v, tls %v", o.Username, o.Password == "s3cret", o.TLSConfig != nil)
+	}
+	rdb.Close()
+	r.sec.tls.set.CAFile = filepath.Join(dir, "missing.pem")
+	if _, err := r.client(); err == nil {
+		t.Error("redis: a missing CA file was accepted")
+	}
+	r.sec.tls.set.CAFile, r.password = "", "inline"
+	if _, err := r.client(); err == nil {
+		t.Error("redis: a password and a password file were both accepted")
+	}
+
+	var c clickHouseFlags
+	fs = flag.NewFlagSet("c", flag.ContinueOnError)
+	c.register(fs)
+	if err := parseFlags(fs, []string{"-clickhouse-password-file", pw, "-clickhouse-tls-server-name", "ch.example"}, noEnv); err != nil {
+		t.Fatal(err)
+	}
+	co, err := c.options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if co.Password != "s3cret" || co.TLS == nil || co.TLS.ServerName != "ch.example" {
+		t.Errorf("clickhouse options: password set %v, tls %+v", co.Password == "s3cret", co.TLS)
+	}
+	var logs bytes.Buffer
+	r.logSecurity(slog.New(slog.NewTextHandler(&logs, nil)))
+	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), "inline") {
+		t.Errorf("redis security log shows the password: %s", logs.String())
+	}
+}
