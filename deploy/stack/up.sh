@@ -328,6 +328,10 @@ needs_start() {
 	local pid
 	if port_open "$2"; then
 		log "$1: already answering on $HOST:$2, left alone"
+		if [[ $SECURE == 1 ]] && ! svc_pid "$1" >/dev/null; then
+			log "$1: not started from $STACK: $ENV_FILE names this folder's certificates and passwords;" \
+				"if that server belongs to another stack folder, set AMS_STACK_DIR to it"
+		fi
 		return 1
 	fi
 	if pid="$(svc_pid "$1")"; then
