@@ -47,8 +47,8 @@ func Rules() ([]Rule, error) {
 }
 
 // Refs are the metric names an expression reads and, per metric, the label
-// names it matches on or aggregates by (labels of a `by (...)` clause are
-// attributed to every metric of the expression).
+// names it matches on or aggregates by (the labels of a `by (...)` clause
+// belong to the metrics of the aggregation's argument).
 type Refs map[string]map[string]bool
 
 // Add merges o into r.
@@ -102,16 +102,45 @@ func init() {
 func ExprRefs(expr string) Refs {
 	// Grafana template variables ($__rate_interval, $role) are not PromQL.
 	expr = regexp.MustCompile(`\$\{?[a-zA-Z_]+\}?`).ReplaceAllString(expr, "5m")
-	var grouping []string
-	for _, m := range reGrouping.FindAllStringSubmatch(expr, -1) {
-		for _, l := range strings.Split(m[1], ",") {
+	// Durations go (ranges and subqueries); grouping clauses are blanked
+	// (same length, so positions hold) and their labels attributed to the
+	// metrics inside the aggregation's argument that follows them.
+	expr = reDuration.ReplaceAllStringFunc(expr, func(s string) string { return strings.Repeat(" ", len(s)) })
+	type span struct {
+		from, to int
+		labels   []string
+	}
+	var spans []span
+	for _, m := range reGrouping.FindAllStringSubmatchIndex(expr, -1) {
+		var ls []string
+		for _, l := range strings.Split(expr[m[2]:m[3]], ",") {
 			if l = strings.TrimSpace(l); l != "" {
-				grouping = append(grouping, l)
+				ls = append(ls, l)
 			}
 		}
+		from, to := m[0], len(expr) // without a following argument: the rest of the expression
+		if open := strings.IndexByte(expr[m[1]:], '('); open >= 0 {
+			depth := 0
+			for i := m[1] + open; i < len(expr); i++ {
+				if expr[i] == '(' {
+					depth++
+				} else if expr[i] == ')' {
+					if depth--; depth == 0 {
+						to = i
+						break
+					}
+				}
+			}
+		}
+		spans = append(spans, span{from, to, ls})
 	}
-	expr = reGrouping.ReplaceAllString(expr, " ")
-	expr = reDuration.ReplaceAllString(expr, "")
+	blank := []byte(expr)
+	for _, m := range reGrouping.FindAllStringIndex(expr, -1) {
+		for i := m[0]; i < m[1]; i++ {
+			blank[i] = ' '
+		}
+	}
+	expr = string(blank)
 	refs := Refs{}
 	for _, m := range reSelector.FindAllStringSubmatchIndex(expr, -1) {
 		name := expr[m[2]:m[3]]
@@ -129,8 +158,12 @@ func ExprRefs(expr string) Refs {
 				ls[mm[1]] = true
 			}
 		}
-		for _, l := range grouping {
-			ls[l] = true
+		for _, sp := range spans {
+			if m[2] >= sp.from && m[2] < sp.to {
+				for _, l := range sp.labels {
+					ls[l] = true
+				}
+			}
 		}
 		refs.Add(Refs{name: ls})
 	}

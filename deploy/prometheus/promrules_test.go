@@ -65,16 +65,14 @@ func TestExprRefs(t *testing.T) {
 	got := ExprRefs(`sum by (reason) (rate(ams_device_rejects_total{reason=~"bad_rsa|x"}[5m]))
 		> 0.01 * scalar(sum(rate(ams_device_events_total[$__rate_interval])))
 		and histogram_quantile(0.99, sum by (le) (rate(ams_keyed_batch_seconds_bucket[5m]))) > 1
-		or up{job=~"ams-.*"} == 0`)
+		or up{job=~"ams-.*"} == 0
+		or histogram_quantile(0.5, sum by (le, table) (rate(ams_keyed_restore_seconds_bucket[$__rate_interval])))`)
 	want := Refs{
-		"ams_device_rejects_total":       {"reason": true},
-		"ams_device_events_total":        {},
-		"ams_keyed_batch_seconds_bucket": {"le": true},
-		"up":                             {"job": true},
-	}
-	// by-clauses are attributed to every metric of the expression
-	for _, ls := range want {
-		ls["reason"], ls["le"] = true, true
+		"ams_device_rejects_total":         {"reason": true},
+		"ams_device_events_total":          {},
+		"ams_keyed_batch_seconds_bucket":   {"le": true},
+		"ams_keyed_restore_seconds_bucket": {"le": true, "table": true},
+		"up":                               {"job": true},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ExprRefs = %v, want %v", got, want)
