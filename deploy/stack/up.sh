@@ -127,6 +127,11 @@ if wants clickhouse; then
 	have clickhouse-server || pkgs+=(clickhouse-server)
 	have clickhouse-client || pkgs+=(clickhouse-client)
 fi
+# promtool (Debian's prometheus package; its service is kept from starting) checks the alerting
+# rules in deploy/prometheus from `make test`: installed by a whole-stack `up` (no service named).
+if [[ $# -eq 0 ]]; then
+	have promtool || pkgs+=(prometheus)
+fi
 
 # The broker's jars: gathered from Maven Central (cached in ~/.m2) once per pom.xml content.
 KAFKA_LIBS="$STACK/kafka/libs"
