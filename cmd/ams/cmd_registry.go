@@ -156,7 +156,7 @@ func sessionImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Wr
 		}
 		old := goredis.NewClient(&goredis.Options{Addr: *oldAddr, DB: *oldDB, Username: *oldUser, Password: pass})
 		defer old.Close()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(k.seeds()...))
+		cl, err := k.client()
 		if err != nil {
 			return fmt.Errorf("kafka client: %w", err)
 		}

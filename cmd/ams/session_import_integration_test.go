@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +62,10 @@ func TestSessionImport(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The old service: the handshake of do_rsa_handshake, the keys in its Redis.
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	// The old service: the handshake of do_rsa_handshake, the keys in its own
+	// Redis (plain, as the old service ran it; not the stack's).
+	oldRedis := startPlainRedis(t)
+	rdb := goredis.NewClient(&goredis.Options{Addr: oldRedis})
 	defer rdb.Close()
 	oldKey, oldIV := id+":mqtt_aes_key:{sn}", id+":mqtt_aes_iv:{sn}"
 	t.Cleanup(func() {
@@ -100,7 +103,7 @@ func TestSessionImport(t *testing.T) {
 	e2eWriteFile(t, kekFile, hex.EncodeToString(e2eRandomBytes(t, 32))+"\n")
 	kafkaArgs := []string{"-kafka-brokers", strings.Join(testenv.KafkaBrokers(), ","), "-topic-prefix", id + ".", "-partitions", "2"}
 	importArgs := append(append([]string{"registry", "import-sessions"}, kafkaArgs...),
-		"-process-group", id+"-process", "-kek-file", kekFile, "-old-redis-addr", testenv.RedisAddr(),
+		"-process-group", id+"-process", "-kek-file", kekFile, "-old-redis-addr", oldRedis,
 		"-old-key-pattern", oldKey, "-old-iv-pattern", oldIV)
 	runImport := func() (sessionimport.Report, string, error) {
 		cmd := exec.Command(amsBinary, importArgs...)
@@ -177,4 +180,20 @@ func TestSessionImport(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "must not have run") {
 		t.Errorf("second import: %v, %q; want a refusal", err, stderr)
 	}
+}
+
+// startPlainRedis runs a private redis-server without persistence on a free
+// loopback port and returns its address.
+func startPlainRedis(t *testing.T) string {
+	t.Helper()
+	port := testPort(t)
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitPort(t, addr)
+	return addr
 }
