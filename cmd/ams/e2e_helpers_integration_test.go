@@ -56,6 +56,7 @@ type stackOptions struct {
 	heartbeatTimeout time.Duration // -heartbeat-timeout (0: the default)
 	replyTimeout     time.Duration // -command-reply-timeout (0: the default)
 	clickhouse       bool          // also run `ams sink clickhouse` into a private database
+	streamBase       string        // -stream-base-url (default rtmp://vms.e2e.test/live)
 }
 
 // stack is one test's whole pipeline: private topics, a private broker, a
@@ -98,6 +99,9 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	s.redisPrefix = s.id + ":"
 	s.token = hex.EncodeToString(e2eRandomBytes(t, 16))
 	s.streamBase = "rtmp://vms.e2e.test/live"
+	if o.streamBase != "" {
+		s.streamBase = o.streamBase
+	}
 	s.secret = []byte(hex.EncodeToString(e2eRandomBytes(t, 24)))
 	s.uploadHost, s.uploadBucket, s.uploadPath = "https://upload.e2e.test", "pictures", "ai_engine_imgs"
 	s.uploadSecret = []byte(hex.EncodeToString(e2eRandomBytes(t, 24)))

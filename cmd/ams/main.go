@@ -39,6 +39,7 @@ func commands() []command {
 		processCommand(),
 		apiCommand(),
 		devCommand(),
+		mediaHookCommand(),
 	}
 }
 
