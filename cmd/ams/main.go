@@ -40,6 +40,7 @@ func commands() []command {
 		apiCommand(),
 		devCommand(),
 		mediaHookCommand(),
+		uploadGatewayCommand(),
 	}
 }
 
