@@ -13,7 +13,6 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/registryimport"
 	"github.com/ivms/ams/pkg/sessionimport"

@@ -48,6 +48,7 @@ func simulateCommand() command {
 			duration := fs.Duration("sim-duration", 0, "how long to run (0: until interrupted)")
 			streamEvery := fs.Duration("sim-stream-every", 0, "mean interval of each device's 702 stream-URL requests (0: none)")
 			uploadEvery := fs.Duration("sim-upload-every", 0, "mean interval of each device's 703 upload-parameter requests (0: none)")
+			uploadPictures := fs.Bool("sim-upload-pictures", false, "with -sim-upload-every: upload a JPEG with each 703 reply's credentials to its hosturl (an `ams upload-gateway`)")
 			malformed := fs.Float64("sim-malformed", 0, "share (0..1) of heartbeats replaced by a malformed frame (kinds rotate)")
 			stormEvery := fs.Duration("sim-reconnect-storm", 0, "start a reconnect storm at this interval (0: none)")
 			stormShare := fs.Float64("sim-storm-share", 0.1, "share of the devices each reconnect storm disconnects and reconnects at once")
@@ -143,6 +144,11 @@ func simulateCommand() command {
 				}
 				if *ramp == 0 {
 					cfg.Ramp = -1
+				}
+				if *uploadPictures {
+					up := newSimUploader(log, 4)
+					cfg.OnReceive = up.onReceive
+					defer up.close()
 				}
 				fleet, err := devicesim.New(cfg)
 				if err != nil {

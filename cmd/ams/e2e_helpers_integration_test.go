@@ -56,6 +56,9 @@ type stackOptions struct {
 	heartbeatTimeout time.Duration // -heartbeat-timeout (0: the default)
 	replyTimeout     time.Duration // -command-reply-timeout (0: the default)
 	clickhouse       bool          // also run `ams sink clickhouse` into a private database
+	streamBase       string        // -stream-base-url (default rtmp://vms.e2e.test/live)
+	uploadHost       string        // -upload-host-url (default https://upload.e2e.test)
+	uploadCallback   string        // -upload-callback-url (default none)
 }
 
 // stack is one test's whole pipeline: private topics, a private broker, a
@@ -98,8 +101,14 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	s.redisPrefix = s.id + ":"
 	s.token = hex.EncodeToString(e2eRandomBytes(t, 16))
 	s.streamBase = "rtmp://vms.e2e.test/live"
+	if o.streamBase != "" {
+		s.streamBase = o.streamBase
+	}
 	s.secret = []byte(hex.EncodeToString(e2eRandomBytes(t, 24)))
 	s.uploadHost, s.uploadBucket, s.uploadPath = "https://upload.e2e.test", "pictures", "ai_engine_imgs"
+	if o.uploadHost != "" {
+		s.uploadHost = o.uploadHost
+	}
 	s.uploadSecret = []byte(hex.EncodeToString(e2eRandomBytes(t, 24)))
 	var err error
 	if s.reg, err = schemas.NewRegistry(); err != nil {
@@ -159,6 +168,9 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		"-upload-object-path", s.uploadPath,
 		"-upload-signing-secret-file", uploadSecretFile,
 	)
+	if o.uploadCallback != "" {
+		s.procArgs = append(s.procArgs, "-upload-callback-url", o.uploadCallback)
+	}
 	if o.heartbeatTimeout > 0 {
 		s.procArgs = append(s.procArgs, "-heartbeat-timeout", o.heartbeatTimeout.String())
 	}

@@ -40,6 +40,8 @@ func commands() []command {
 		apiCommand(),
 		devCommand(),
 		registryCommand(),
+		mediaHookCommand(),
+		uploadGatewayCommand(),
 	}
 }
 
