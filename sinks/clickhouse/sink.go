@@ -216,19 +216,8 @@ func (s *Sink) takePartition(p kgo.FetchTopicPartition) {
 // id and time derive from the record's position and timestamp, so a replay
 // produces the same reject row.
 func (s *Sink) reject(r *kgo.Record, reason string, err error) {
-	rj := schemas.Reject{
-		RejectID:        fmt.Sprintf("sink:%s:%d:%d", r.Topic, r.Partition, r.Offset),
-		Stage:           schemas.StageSink,
-		Reason:          reason,
-		Detail:          err.Error(),
-		SN:              string(r.Key),
-		Payload:         r.Value,
-		SourceTopic:     r.Topic,
-		SourcePartition: r.Partition,
-		SourceOffset:    r.Offset,
-		At:              r.Timestamp.UTC(),
-	}
-	v, encErr := s.reg.Encode(&rj)
+	rj := schemas.RecordReject(schemas.StageSink, "sink", reason, err.Error(), string(r.Key), r.Topic, r.Partition, r.Offset, r.Value, r.Timestamp)
+	v, encErr := s.reg.Encode(rj)
 	if encErr != nil { // cannot happen with a valid Reject; say so loudly
 		s.log.Error("encode reject", "err", encErr)
 		return
