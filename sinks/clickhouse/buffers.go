@@ -118,6 +118,7 @@ func (b *buffers) add(reg *schemas.Registry, r *kgo.Record) (string, error) {
 		return rejectReason(err), err
 	}
 	rt.t.rows++
+	rt.t.srcs = append(rt.t.srcs, r)
 	return "", nil
 }
 

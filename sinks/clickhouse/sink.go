@@ -13,7 +13,10 @@
 //
 // Failure: an insert that fails is retried with backoff, forever, and the
 // sink polls nothing meanwhile (memory stays bounded by one batch); so a
-// ClickHouse outage pauses the sink, which catches up afterwards. A record
+// ClickHouse outage pauses the sink, which catches up afterwards. An insert
+// the server refuses for its data (DataErrorCode) is not retried: the
+// batch is split until the refused record is alone, which goes to
+// ams.rejects (reason clickhouse_data); the other rows are inserted. A record
 // that does not decode goes to ams.rejects (stage SINK, with the reason)
 // and is committed like the others. Nothing is dropped.
 package clickhouse
@@ -27,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -234,7 +238,7 @@ func (s *Sink) flush(ctx context.Context) error {
 		if t.rows == 0 {
 			continue
 		}
-		if err := s.retry(ctx, "insert "+t.name, func() error { return s.insert(ctx, t) }, t.name); err != nil {
+		if err := s.insertRows(ctx, t, 0, t.rows); err != nil {
 			return err
 		}
 		t.reset()
@@ -242,7 +246,7 @@ func (s *Sink) flush(ctx context.Context) error {
 	if len(s.rejects) > 0 {
 		if err := s.retry(ctx, "produce rejects", func() error {
 			return s.cl.ProduceSync(ctx, s.rejects...).FirstErr()
-		}, ""); err != nil {
+		}, "", nil); err != nil {
 			return err
 		}
 		s.rejects = s.rejects[:0]
@@ -260,9 +264,81 @@ func (s *Sink) flush(ctx context.Context) error {
 	return nil
 }
 
+// insertRows inserts rows lo..hi-1 of t. An insert the server refuses
+// for its data (DataErrorCode) is split in halves, recursively, until the
+// refused record is alone: it goes to ams.rejects (reason clickhouse_data,
+// the server's error as detail) and the rest is inserted. Outages are
+// retried forever (until ctx ends). A row already inserted by a half that
+// succeeded is harmless to insert again (ReplacingMergeTree).
+func (s *Sink) insertRows(ctx context.Context, t *table, lo, hi int) error {
+	err := s.retry(ctx, "insert "+t.name, func() error { return s.insert(ctx, t, lo, hi) }, t.name, isDataError)
+	if err == nil || !isDataError(err) {
+		return err
+	}
+	if hi-lo > 1 {
+		s.m.splits.WithLabelValues(t.name).Inc()
+		mid := lo + (hi-lo)/2
+		if err := s.insertRows(ctx, t, lo, mid); err != nil {
+			return err
+		}
+		return s.insertRows(ctx, t, mid, hi)
+	}
+	r := t.srcs[lo]
+	if r.Topic == s.cfg.Names.Rejects {
+		// A reject of a reject would come back to this table and fail
+		// again: the record stays in ams.rejects (Kafka) and is reported here.
+		s.m.rejects.WithLabelValues("clickhouse_data_reject_row").Inc()
+		s.log.Error("ams.rejects record refused by ClickHouse; not inserted (it stays in Kafka)",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		return nil
+	}
+	s.reject(r, "clickhouse_data", err)
+	return nil
+}
+
+// Data errors: ClickHouse exception codes that the inserted values cause,
+// which a retry of the same rows would meet again. Every other error (no
+// exception: network, timeout, closed connection; or another code, e.g.
+// 241 MEMORY_LIMIT_EXCEEDED, 252 TOO_MANY_PARTS, 202
+// TOO_MANY_SIMULTANEOUS_QUERIES, 159 TIMEOUT_EXCEEDED, 60 UNKNOWN_TABLE,
+// 16 NO_SUCH_COLUMN_IN_TABLE, 516 AUTHENTICATION_FAILED, 164 READONLY) is
+// an outage or an operator's problem and is retried forever.
+var dataErrorCodes = map[int32]string{
+	6:   "CANNOT_PARSE_TEXT",
+	27:  "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+	38:  "CANNOT_PARSE_DATE",
+	41:  "CANNOT_PARSE_DATETIME",
+	53:  "TYPE_MISMATCH",
+	69:  "ARGUMENT_OUT_OF_BOUND",
+	70:  "CANNOT_CONVERT_TYPE",
+	72:  "CANNOT_PARSE_NUMBER",
+	117: "INCORRECT_DATA",
+	131: "TOO_LARGE_STRING_SIZE",
+	190: "SIZES_OF_ARRAYS_DOESNT_MATCH",
+	321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+	349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+	395: "FUNCTION_THROW_IF_VALUE_IS_NON_ZERO",
+	407: "DECIMAL_OVERFLOW",
+	469: "VIOLATED_CONSTRAINT",
+}
+
+// DataErrorCode reports whether err is a ClickHouse exception caused by the
+// inserted data (see dataErrorCodes), and its code.
+func DataErrorCode(err error) (int32, bool) {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return 0, false
+	}
+	_, ok := dataErrorCodes[ex.Code]
+	return ex.Code, ok
+}
+
+func isDataError(err error) bool { _, ok := DataErrorCode(err); return ok }
+
 // retry runs op until it succeeds, with exponential backoff between
-// RetryMin and RetryMax; it gives up only when ctx ends.
-func (s *Sink) retry(ctx context.Context, what string, op func() error, table string) error {
+// RetryMin and RetryMax; it gives up when ctx ends, or at once with the
+// error when permanent (if not nil) says it would fail again.
+func (s *Sink) retry(ctx context.Context, what string, op func() error, table string, permanent func(error) bool) error {
 	backoff := s.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		err := op()
@@ -272,6 +348,12 @@ func (s *Sink) retry(ctx context.Context, what string, op func() error, table st
 			}
 			s.failing.Store(false)
 			return nil
+		}
+		if permanent != nil && permanent(err) {
+			if table != "" {
+				s.m.failures.WithLabelValues(table).Inc()
+			}
+			return err
 		}
 		s.failing.Store(true)
 		if table != "" {
@@ -289,15 +371,15 @@ func (s *Sink) retry(ctx context.Context, what string, op func() error, table st
 	}
 }
 
-// insert sends one table's buffer as one columnar batch.
-func (s *Sink) insert(ctx context.Context, t *table) error {
+// insert sends rows lo..hi-1 of a table's buffer as one columnar batch.
+func (s *Sink) insert(ctx context.Context, t *table, lo, hi int) error {
 	start := time.Now()
 	batch, err := s.ch.PrepareBatch(ctx, t.insert)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
 	for i, c := range t.cols {
-		if err := batch.Column(i).Append(c.values()); err != nil {
+		if err := batch.Column(i).Append(c.slice(lo, hi)); err != nil {
 			_ = batch.Abort()
 			return fmt.Errorf("column %s: %w", c.colName(), err)
 		}
@@ -305,7 +387,7 @@ func (s *Sink) insert(ctx context.Context, t *table) error {
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
-	s.m.rows.WithLabelValues(t.name).Add(float64(t.rows))
+	s.m.rows.WithLabelValues(t.name).Add(float64(hi - lo))
 	s.m.batchSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
 	return nil
 }
