@@ -34,6 +34,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
 )
@@ -58,6 +59,11 @@ type Config struct {
 	// SessionTimeout is the Kafka group session timeout (0: franz-go's
 	// default, 45 s): how long a crashed instance keeps its partitions.
 	SessionTimeout time.Duration
+	// InstanceID makes the sink a static member of its group
+	// (group.instance.id): a restart with the same id within SessionTimeout
+	// takes its partitions back at once. Stable across restarts, unique
+	// among live instances (the pod name). Empty: dynamic membership.
+	InstanceID string
 	// ExtraKafkaOpts are appended to the client options (tests).
 	ExtraKafkaOpts []kgo.Opt
 }
@@ -128,9 +134,7 @@ func New(ctx context.Context, cfg Config, reg *schemas.Registry, log *slog.Logge
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerLinger(0),
 	}
-	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
-	}
+	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
 	opts = append(opts, cfg.ExtraKafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -156,6 +160,14 @@ func (s *Sink) Ready(ctx context.Context) error {
 // after a graceful stop, or the error that stopped it.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.ch.Close()
+	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.ExtraKafkaOpts...),
+			s.cfg.Group, s.cfg.InstanceID); err != nil {
+			s.log.Warn("leave group; its partitions move after the session timeout", "err", err)
+		}
+	}()
 	defer s.cl.Close()
 	for ctx.Err() == nil {
 		wait := s.cfg.BatchInterval

@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/schemas"
 )
 
@@ -106,12 +107,7 @@ func NewSink(cfg SinkConfig, proj *Projector, rdb goredis.UniversalClient, log *
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 	}
-	if cfg.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
-	}
-	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
-	}
+	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
 	opts = append(opts, cfg.KafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -138,6 +134,14 @@ func (s *Sink) Ready(ctx context.Context) error {
 // Run consumes until ctx is done, then commits what was applied and closes
 // the Kafka client. It returns nil on a clean stop.
 func (s *Sink) Run(ctx context.Context) error {
+	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.KafkaOpts...),
+			s.cfg.Group, s.cfg.InstanceID); err != nil {
+			s.log.Warn("redis sink: leave group; its partitions move after the session timeout", "err", err)
+		}
+	}()
 	defer s.cl.Close()
 	if err := s.proj.Load(ctx); err != nil {
 		return err
