@@ -164,7 +164,10 @@ func (r *restartRig) firstAfter(t0 time.Time) map[int32]produced {
 // restarts it with the same id 2 s later and returns how long after the
 // restart (process start) every partition's first new input was processed.
 // done reports whether input p was processed.
-func (r *restartRig) killAndRestart(name string, done func(p produced) bool) time.Duration {
+//
+// At the end a SIGTERM stops it: a static member must leave its group
+// explicitly (franz-go does not), so the group is empty right after.
+func (r *restartRig) killAndRestart(name, group string, done func(p produced) bool) time.Duration {
 	t := r.t
 	t.Helper()
 	args := append(append([]string{}, r.args...), "-instance-id", "stable-0")
@@ -203,6 +206,15 @@ func (r *restartRig) killAndRestart(name string, done func(p produced) bool) tim
 	}
 	if err := proc.Term(20 * time.Second); err != nil {
 		t.Errorf("%s after SIGTERM: %v", name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gs, err := kadm.NewClient(r.kafka).DescribeGroups(ctx, group)
+	if err != nil {
+		t.Fatalf("describe group %s: %v", group, err)
+	}
+	if g := gs[group]; len(g.Members) != 0 {
+		t.Errorf("group %s after a graceful stop: %d members (%s), want none: the static member did not leave", group, len(g.Members), g.State)
 	}
 	return took
 }
@@ -275,7 +287,7 @@ func TestRestartProcessor(t *testing.T) {
 		}
 		return rj.SourcePartition, rj.SourceOffset, true
 	})
-	r.killAndRestart("process", w.done)
+	r.killAndRestart("process", r.id+"-process", w.done)
 }
 
 func TestRestartEgress(t *testing.T) {
@@ -308,7 +320,7 @@ func TestRestartEgress(t *testing.T) {
 		defer mu.Unlock()
 		return seen[p.i]
 	}
-	r.killAndRestart("egress", done)
+	r.killAndRestart("egress", r.id+"-egress", done)
 }
 
 func TestRestartRedisSink(t *testing.T) {
@@ -329,7 +341,7 @@ func TestRestartRedisSink(t *testing.T) {
 		return sn, &schemas.Registration{SN: sn, TokenSHA256: strings.Repeat("ab", 32), Name: sn, UpdatedAt: time.Now().UTC(), UpdatedBy: "restart-test"}
 	})
 	st := amsredis.NewStore(rdb, amsredis.Keys{Prefix: prefix})
-	r.killAndRestart("sink-redis", func(p produced) bool {
+	r.killAndRestart("sink-redis", r.id+"-sink-redis", func(p produced) bool {
 		ok, err := st.Registered(context.Background(), fmt.Sprintf("RS%07d", p.i))
 		return err == nil && ok
 	})
@@ -358,7 +370,7 @@ func TestRestartClickHouseSink(t *testing.T) {
 		return sn, &schemas.UplinkRaw{Kind: schemas.UplinkFrame, SN: sn, Topic: "/ivms/pub/" + sn,
 			Payload: []byte(`{"cmdType":2}`), IngestTime: time.Now().UTC(), Ingest: "restart-test"}
 	})
-	r.killAndRestart("sink-clickhouse", func(p produced) bool {
+	r.killAndRestart("sink-clickhouse", r.id+"-sink-clickhouse", func(p produced) bool {
 		var n uint64
 		err := conn.QueryRow(context.Background(), fmt.Sprintf("SELECT count() FROM %s.uplink_raw WHERE src_partition = %d AND src_offset = %d",
 			db, p.partition, p.offset)).Scan(&n)
