@@ -22,6 +22,7 @@ const (
 	ReasonOversizePayload  = "oversize_payload"  // longer than the configured limit; the payload is truncated
 	ReasonClientIDMismatch = "clientid_mismatch" // the broker reported a client id that is not the topic's
 	ReasonBadEvent         = "bad_event"         // a connection event that does not parse
+	ReasonTooLarge         = "too_large"         // its record would exceed the producer's max record bytes; the payload is truncated
 )
 
 // Reasons a connection event is skipped (counted, not written).
@@ -59,11 +60,53 @@ type ConverterConfig struct {
 	MaxPayload int
 	// RejectPayloadMax truncates the payload kept in an oversize reject.
 	RejectPayloadMax int
+	// MaxRecordBytes is the producer's limit on one record (KafkaConfig's);
+	// a message whose record would exceed it (with RecordOverhead) is
+	// rejected with ReasonTooLarge instead of failing the producer.
+	// 0: DefaultMaxRecordBytes.
+	MaxRecordBytes int
 	// Events are the connection-event filters (connected and disconnected).
 	Events []EventFilter
 	// OwnClientPrefixes: connection events of client ids starting with one
 	// of these are ams's own clients and are skipped.
 	OwnClientPrefixes []string
+}
+
+// DefaultMaxRecordBytes is franz-go's default producer limit on one record
+// batch (kgo.ProducerBatchMaxBytes), below Kafka's default message.max.bytes
+// (1048588).
+const DefaultMaxRecordBytes = 1_000_012
+
+// RecordOverhead bounds what Kafka adds to a record's key and value: the
+// record batch header (61 bytes plus the produce request's framing) and the
+// record's own varints. Generous on purpose.
+const RecordOverhead = 512
+
+// FrameFieldsOverhead bounds the bytes an UplinkRaw frame record adds to its
+// payload besides the ingest id: the single-object header, the sn (key and
+// field), the topic /ivms/pub/{sn}, the fixed-size fields and the varints.
+const FrameFieldsOverhead = 10 + 3*protocol.MaxSNLen + len(protocol.UplinkPrefix) + 128
+
+// CheckLimits is the start-up check of ingest's configuration: the largest
+// frame accepted (maxPayload) must fit in one Kafka record the producer can
+// send (maxRecordBytes), with the record's other fields and Kafka's
+// overhead, or frames near the limit would fail the producer. The error
+// says which setting to change.
+func CheckLimits(maxPayload, maxRecordBytes int, ingestID string) error {
+	if maxRecordBytes <= 0 {
+		maxRecordBytes = DefaultMaxRecordBytes
+	}
+	if maxPayload <= 0 {
+		return fmt.Errorf("max payload %d: must be positive", maxPayload)
+	}
+	need := maxPayload + FrameFieldsOverhead + len(ingestID) + RecordOverhead
+	if need > maxRecordBytes {
+		return fmt.Errorf("max payload %d bytes needs Kafka records of up to %d bytes (%d of fields and overhead), "+
+			"above the producer's max record bytes %d: lower -max-payload to at most %d or raise -kafka-max-record-bytes "+
+			"(and the topic's max.message.bytes) to at least %d",
+			maxPayload, need, need-maxPayload, maxRecordBytes, maxRecordBytes-(need-maxPayload), need)
+	}
+	return nil
 }
 
 // Converter turns MQTT messages into Kafka records: a frame or a connection
@@ -78,7 +121,10 @@ type Converter struct {
 // NewConverter returns a Converter.
 func NewConverter(cfg ConverterConfig, enc Encoder) *Converter {
 	if cfg.RejectPayloadMax <= 0 {
-		cfg.RejectPayloadMax = 4096
+		cfg.RejectPayloadMax = schemas.RejectPayloadMax
+	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = DefaultMaxRecordBytes
 	}
 	return &Converter{cfg: cfg, enc: enc}
 }
@@ -110,7 +156,22 @@ func (c *Converter) Convert(m *Message) (*kgo.Record, Outcome, error) {
 		IngestTime: m.Received,
 		Ingest:     c.cfg.IngestID,
 	}
-	return c.record(c.cfg.Names.UplinkRaw, sn, u, Outcome{Kind: OutFrame})
+	return c.fit(m, sn)(c.record(c.cfg.Names.UplinkRaw, sn, u, Outcome{Kind: OutFrame}))
+}
+
+// fit returns a record that fits the producer: the record itself, or a
+// too_large reject in its place.
+func (c *Converter) fit(m *Message, sn string) func(*kgo.Record, Outcome, error) (*kgo.Record, Outcome, error) {
+	return func(rec *kgo.Record, o Outcome, err error) (*kgo.Record, Outcome, error) {
+		if err != nil || rec == nil {
+			return rec, o, err
+		}
+		if n := len(rec.Key) + len(rec.Value) + RecordOverhead; n > c.cfg.MaxRecordBytes {
+			return c.reject(m, sn, ReasonTooLarge, fmt.Sprintf("%s record of %d bytes (payload %d) exceeds the producer's max record bytes %d",
+				o.Kind, n, len(m.Payload), c.cfg.MaxRecordBytes))
+		}
+		return rec, o, nil
+	}
 }
 
 func (c *Converter) event(f EventFilter, m *Message) (*kgo.Record, Outcome, error) {
@@ -153,13 +214,14 @@ func (c *Converter) event(f EventFilter, m *Message) (*kgo.Record, Outcome, erro
 	if ev.Kind == schemas.UplinkDisconnected {
 		kind = OutDisconnected
 	}
-	return c.record(c.cfg.Names.UplinkRaw, ev.ClientID, u, Outcome{Kind: kind})
+	return c.fit(m, ev.ClientID)(c.record(c.cfg.Names.UplinkRaw, ev.ClientID, u, Outcome{Kind: kind}))
 }
 
 func (c *Converter) reject(m *Message, sn, reason, detail string) (*kgo.Record, Outcome, error) {
 	payload := m.Payload
-	if len(payload) > c.cfg.RejectPayloadMax {
-		payload = payload[:c.cfg.RejectPayloadMax]
+	limit := min(c.cfg.RejectPayloadMax, c.cfg.MaxRecordBytes/4) // the reject must fit, with its topic and detail
+	if len(payload) > limit {
+		payload = payload[:limit]
 	}
 	r := &schemas.Reject{
 		RejectID:        newID(),

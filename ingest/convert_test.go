@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -249,5 +250,45 @@ func TestPartitionerIsJavaDefault(t *testing.T) {
 				t.Errorf("key %q, %d partitions: partition %d, want %d", key, n, got, want)
 			}
 		}
+	}
+}
+
+func TestCheckLimits(t *testing.T) {
+	if err := CheckLimits(256<<10, 0, "ingest-1"); err != nil {
+		t.Fatalf("the defaults: %v", err)
+	}
+	err := CheckLimits(1<<20, 0, "ingest-1")
+	if err == nil || !strings.Contains(err.Error(), "-max-payload") || !strings.Contains(err.Error(), "-kafka-max-record-bytes") {
+		t.Fatalf("1 MiB frames with the default producer limit: %v", err)
+	}
+	max := DefaultMaxRecordBytes - FrameFieldsOverhead - len("ingest-1") - RecordOverhead
+	if err := CheckLimits(max, 0, "ingest-1"); err != nil {
+		t.Fatalf("largest payload that fits: %v", err)
+	}
+	if err := CheckLimits(max+1, 0, "ingest-1"); err == nil {
+		t.Fatal("one byte more accepted")
+	}
+}
+
+// TestConvertTooLarge: every frame that CheckLimits admits fits the
+// producer; a record that would not becomes a too_large reject that does.
+func TestConvertTooLarge(t *testing.T) {
+	reg, err := schemas.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := kafkatopics.WithPrefix("t.")
+	const limit = 16 << 10
+	max := limit - FrameFieldsOverhead - len("ingest-1") - RecordOverhead
+	c := NewConverter(ConverterConfig{Names: names, IngestID: "ingest-1", MaxPayload: max, MaxRecordBytes: limit}, reg)
+	sn := strings.Repeat("S", 64)
+	rec, o, err := c.Convert(NewMessage("/ivms/pub/"+sn, bytes.Repeat([]byte("x"), max), time.Now(), nil))
+	if err != nil || o.Kind != OutFrame || len(rec.Key)+len(rec.Value)+RecordOverhead > limit {
+		t.Fatalf("largest admitted frame: %v %v, %d bytes", o, err, len(rec.Key)+len(rec.Value))
+	}
+	c = NewConverter(ConverterConfig{Names: names, IngestID: "ingest-1", MaxPayload: 1 << 20, MaxRecordBytes: limit}, reg)
+	rec, o, err = c.Convert(NewMessage("/ivms/pub/"+sn, bytes.Repeat([]byte("x"), limit), time.Now(), nil))
+	if err != nil || o.Kind != OutReject || o.Reason != ReasonTooLarge || rec.Topic != names.Rejects || len(rec.Value)+RecordOverhead > limit {
+		t.Fatalf("too large frame: %v %v, reject of %d bytes", o, err, len(rec.Value))
 	}
 }

@@ -16,6 +16,10 @@ type KafkaConfig struct {
 	Topics []string
 	// Linger is how long the producer waits to fill a batch.
 	Linger time.Duration
+	// MaxRecordBytes is the producer's limit on one record batch
+	// (kgo.ProducerBatchMaxBytes); 0: DefaultMaxRecordBytes. Give the same
+	// value to the Converter, which rejects records above it.
+	MaxRecordBytes int
 	// MaxBuffered caps the records buffered in the producer; keep it above
 	// the pipeline's MaxInflight so Write never blocks.
 	MaxBuffered int
@@ -39,6 +43,9 @@ func NewKafkaOutput(cfg KafkaConfig) (*KafkaOutput, error) {
 	if cfg.MaxBuffered <= 0 {
 		cfg.MaxBuffered = 50000
 	}
+	if cfg.MaxRecordBytes <= 0 {
+		cfg.MaxRecordBytes = DefaultMaxRecordBytes
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Seeds...),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -46,6 +53,7 @@ func NewKafkaOutput(cfg KafkaConfig) (*KafkaOutput, error) {
 		kgo.ProducerLinger(cfg.Linger),
 		kgo.MaxBufferedRecords(cfg.MaxBuffered), // retries are unbounded by default
 		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+		kgo.ProducerBatchMaxBytes(int32(cfg.MaxRecordBytes)),
 	}
 	opts = append(opts, cfg.Opts...)
 	cl, err := kgo.NewClient(opts...)

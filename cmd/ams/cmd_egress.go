@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
 	"github.com/ivms/ams/sinks/egress"
@@ -31,13 +32,17 @@ func egressCommand() command {
 			pubTimeout := fs.Duration("publish-timeout", 10*time.Second, "wait for a PUBACK; past it the connection is rebuilt and the frame published again")
 			drain := fs.Duration("drain-timeout", 15*time.Second, "at revocation and shutdown, how long to wait for frames in flight")
 			commitEvery := fs.Duration("commit-interval", time.Second, "how often committable offsets are committed")
-			instanceID := fs.String("kafka-instance-id", "", "Kafka static group membership id (a restart takes its partitions back without a rebalance); empty: dynamic")
-			session := fs.Duration("kafka-session-timeout", 45*time.Second, "Kafka group session timeout")
+			instanceID := fs.String("instance-id", "", "this instance's stable name (the pod name), unique among live instances: its Kafka group.instance.id (static membership: restarted after a crash, it takes its partitions back at once); empty: dynamic membership")
+			oldInstanceID := fs.String("kafka-instance-id", "", "deprecated name of -instance-id")
+			session := fs.Duration("kafka-session-timeout", kafkagroup.DefaultSessionTimeout, "Kafka group session timeout: how long the partitions of a crashed instance that is not restarted with its -instance-id wait before they move")
 			startAtEnd := fs.Bool("start-at-end", false, "a new consumer group starts at the end of ams.downlink instead of the start")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
 					return err
+				}
+				if *instanceID == "" {
+					*instanceID = *oldInstanceID
 				}
 				nsNames, err := applyNamespace(fs)
 				if err != nil {

@@ -36,6 +36,7 @@ func ingestCommand() command {
 			maxInflight := fs.Int("max-inflight", 10000, "most messages read and not yet acknowledged; at the cap ingest stops reading (back-pressure)")
 			queue := fs.Int("mqtt-queue", 1024, "messages buffered between the MQTT client and the pipeline")
 			unsub := fs.Bool("mqtt-unsubscribe-on-exit", false, "unsubscribe at shutdown (scale-in for good: the broker stops queueing for this client id)")
+			maxRecord := fs.Int("kafka-max-record-bytes", ingest.DefaultMaxRecordBytes, "the producer's limit on one Kafka record batch (keep it at most the topics' max.message.bytes); -max-payload must fit in it with the record's other fields, checked at start; a larger record is rejected (too_large)")
 			linger := fs.Duration("kafka-linger", 5*time.Millisecond, "producer linger: how long a batch waits to fill")
 			drain := fs.Duration("drain-timeout", 15*time.Second, "at shutdown, how long to wait for records in flight before disconnecting")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
@@ -76,6 +77,9 @@ func ingestCommand() command {
 					}
 					events = append(events, ef)
 				}
+				if err := ingest.CheckLimits(*maxPayload, *maxRecord, *instance); err != nil {
+					return fmt.Errorf("configuration: %w", err)
+				}
 				if *group != "" && strings.ContainsAny(*group, "/+#") {
 					return fmt.Errorf("-mqtt-share-group %q: must not contain / + #", *group)
 				}
@@ -87,11 +91,12 @@ func ingestCommand() command {
 				m := ingest.NewMetrics(ops.Registry)
 				names := k.names()
 				out, err := ingest.NewKafkaOutput(ingest.KafkaConfig{
-					Seeds:       k.seeds(),
-					Topics:      []string{names.UplinkRaw, names.Rejects},
-					Linger:      *linger,
-					MaxBuffered: *maxInflight + 1000,
-					Opts:        kopts,
+					Seeds:          k.seeds(),
+					Topics:         []string{names.UplinkRaw, names.Rejects},
+					Linger:         *linger,
+					MaxBuffered:    *maxInflight + 1000,
+					MaxRecordBytes: *maxRecord,
+					Opts:           kopts,
 				})
 				if err != nil {
 					return err
@@ -114,6 +119,7 @@ func ingestCommand() command {
 					Names:             names,
 					IngestID:          *instance,
 					MaxPayload:        *maxPayload,
+					MaxRecordBytes:    *maxRecord,
 					Events:            events,
 					OwnClientPrefixes: splitList(*ownPrefixes),
 				}, reg)

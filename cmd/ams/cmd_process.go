@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/pkg/protocol"
 	cmdlife "github.com/ivms/ams/processors/commands"
@@ -33,8 +34,8 @@ func processCommand() command {
 			opsAddr := fs.String("ops-addr", ":9103", "listen address of /healthz, /readyz and /metrics (empty: off)")
 			group := fs.String("process-group", "ams-process-device", "Kafka consumer group of the device processor instances")
 			txnPrefix := fs.String("transactional-id-prefix", "ams-process-device-", "prefix of this process's Kafka transactional id")
-			instance := fs.String("instance-id", "", "this instance's part of the transactional id; a stable one (pod name) aborts a crashed predecessor's transaction at once (default {host}-{pid})")
-			sessionTimeout := fs.Duration("kafka-session-timeout", 45*time.Second, "Kafka group session timeout: how long a crashed instance keeps its partitions before they move")
+			instance := fs.String("instance-id", "", "this instance's stable name (the pod name), unique among live instances: its Kafka group.instance.id (static membership: restarted after a crash, it takes its partitions back at once) and its part of the transactional id (a crashed predecessor's transaction is aborted at once); empty: {host}-{pid}, dynamic membership")
+			sessionTimeout := fs.Duration("kafka-session-timeout", kafkagroup.DefaultSessionTimeout, "Kafka group session timeout: how long the partitions of a crashed instance that is not restarted with its -instance-id wait before they move")
 			txnTimeout := fs.Duration("transaction-timeout", 20*time.Second, "Kafka transaction timeout: the longest a crashed instance's open transaction holds readers back")
 			maxRecords := fs.Int("max-records", 1000, "most input records (and, per partition, timers) in one transaction")
 			linger := fs.Duration("max-linger", 0, "how long a transaction keeps polling to fill up to max-records")
@@ -122,6 +123,7 @@ func processCommand() command {
 				if err != nil {
 					return err
 				}
+				static := *instance != "" // {host}-{pid} is not stable: no static membership with it
 				if *instance == "" {
 					*instance = instanceName()
 				}
@@ -134,6 +136,7 @@ func processCommand() command {
 					Outputs:               proc.Outputs(),
 					TransactionalIDPrefix: *txnPrefix,
 					InstanceID:            *instance,
+					StaticMembership:      static,
 					TransactionTimeout:    *txnTimeout,
 					MaxRecords:            *maxRecords,
 					MaxLinger:             *linger,

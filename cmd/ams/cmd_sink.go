@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/connsec"
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
@@ -121,7 +122,8 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 	batchRows := fs.Int("batch-rows", 10000, "insert when this many rows are buffered")
 	batchInterval := fs.Duration("batch-interval", time.Second, "insert at the latest this long after the first buffered record")
 	retryMax := fs.Duration("retry-max", 5*time.Second, "longest backoff between failed inserts (they are retried forever)")
-	session := fs.Duration("kafka-session-timeout", 45*time.Second, "Kafka group session timeout: how long a crashed instance keeps its partitions")
+	instanceID := fs.String("instance-id", "", "this instance's stable name (the pod name), unique among live instances: its Kafka group.instance.id (static membership: restarted after a crash, it takes its partitions back at once); empty: dynamic membership")
+	session := fs.Duration("kafka-session-timeout", kafkagroup.DefaultSessionTimeout, "Kafka group session timeout: how long the partitions of a crashed instance that is not restarted with its -instance-id wait before they move")
 	shutdown := fs.Duration("shutdown-timeout", 10*time.Second, "at shutdown, how long the last insert may take")
 	return func(ctx context.Context, stdout, stderr io.Writer) error {
 		log, err := lf.logger(stderr)
@@ -157,6 +159,7 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			ShutdownTimeout: *shutdown,
 			SessionTimeout:  *session,
 			ExtraKafkaOpts:  kopts,
+			InstanceID:      *instanceID,
 		}, reg, log, m)
 		if err != nil {
 			return err

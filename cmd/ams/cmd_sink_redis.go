@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ivms/ams/pkg/connsec"
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
 	amsredis "github.com/ivms/ams/sinks/redis"
@@ -70,6 +71,8 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 	opsAddr := fs.String("ops-addr", ":9105", "listen address of /healthz, /readyz and /metrics (empty: off)")
 	group := fs.String("sink-group", "ams-sink-redis", "Kafka consumer group of the Redis sink instances (a new group replays the whole log)")
 	maxPoll := fs.Int("max-poll", 1000, "most records applied to Redis in one pipeline")
+	instanceID := fs.String("instance-id", "", "this instance's stable name (the pod name), unique among live instances: its Kafka group.instance.id (static membership: restarted after a crash, it takes its partitions back at once); empty: dynamic membership")
+	session := fs.Duration("kafka-session-timeout", kafkagroup.DefaultSessionTimeout, "Kafka group session timeout: how long the partitions of a crashed instance that is not restarted with its -instance-id wait before they move")
 	return func(ctx context.Context, stdout, stderr io.Writer) error {
 		log, err := lf.logger(stderr)
 		if err != nil {
@@ -96,7 +99,8 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 		ops := opshttp.New(log)
 		m := amsredis.NewMetrics(ops.Registry)
 		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
-		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll, KafkaOpts: kopts}, proj, rdb, log, m)
+		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll,
+			InstanceID: *instanceID, SessionTimeout: *session, KafkaOpts: kopts}, proj, rdb, log, m)
 		if err != nil {
 			return fmt.Errorf("redis sink: %w", err)
 		}

@@ -46,6 +46,11 @@ type Config struct {
 	// instead of after TransactionTimeout.
 	TransactionalIDPrefix string
 	InstanceID            string
+	// StaticMembership makes the group member static, with InstanceID as
+	// its group.instance.id: a crashed instance restarted with the same
+	// InstanceID takes its partitions back at once (within the session
+	// timeout), without a rebalance. Only with a stable, unique InstanceID.
+	StaticMembership bool
 	// TransactionTimeout bounds how long a crashed instance's open
 	// transaction can hold back readers of the topics it wrote (default
 	// 20s). Every transaction of the runner is short: one batch.

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/processors/keyed/internal/store"
 )
 
@@ -197,6 +198,9 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onRevoked),
 	})
+	if id := r.groupInstanceID(); id != "" {
+		opts = append(opts, kgo.InstanceID(id))
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka transact session: %w", err)
@@ -211,6 +215,11 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	}
 	// Leaving the group revokes everything (onRevoked stops the workers).
 	sess.CloseAllowingRebalance()
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	if err := kafkagroup.Leave(lctx, meta, nil, r.cfg.Group, r.groupInstanceID()); err != nil {
+		r.log.Warn("keyed: leave group; its partitions move after the session timeout", "err", err)
+	}
+	lcancel()
 	stop()
 	r.dropAll()
 	return err
@@ -433,6 +442,15 @@ func (r *Runner[S]) produce(rec *kgo.Record, ok func(*kgo.Record)) {
 	})
 }
 
+// groupInstanceID is the member's group.instance.id: InstanceID when
+// StaticMembership, else "" (dynamic).
+func (r *Runner[S]) groupInstanceID() string {
+	if r.cfg.StaticMembership {
+		return r.cfg.InstanceID
+	}
+	return ""
+}
+
 // stillMember heartbeats with the member id and generation the client holds:
 // nil (or REBALANCE_IN_PROGRESS, which is only returned to a current
 // member, who keeps its partitions until it rejoins after this transaction)
@@ -446,6 +464,9 @@ func (r *Runner[S]) stillMember(ctx context.Context) error {
 	req.Group = r.cfg.Group
 	req.MemberID = member
 	req.Generation = gen
+	if id := r.groupInstanceID(); id != "" {
+		req.InstanceID = &id
+	}
 	resp, err := req.RequestWith(ctx, r.sess.Client())
 	if err != nil {
 		return err

@@ -118,23 +118,9 @@ func (b *buffers) add(reg *schemas.Registry, r *kgo.Record) (string, error) {
 		return rejectReason(err), err
 	}
 	rt.t.rows++
+	rt.t.srcs = append(rt.t.srcs, r)
 	return "", nil
 }
 
 // rejectReason names a decode failure for Reject.Reason.
-func rejectReason(err error) string {
-	switch {
-	case errors.Is(err, schemas.ErrShort):
-		return "short_value"
-	case errors.Is(err, schemas.ErrNotSingleObject):
-		return "not_single_object"
-	case errors.Is(err, schemas.ErrUnknownFingerprint):
-		return "unknown_schema"
-	case errors.Is(err, schemas.ErrWrongType):
-		return "wrong_record_type"
-	case errors.Is(err, schemas.ErrMalformed):
-		return "malformed_avro"
-	default:
-		return "undecodable"
-	}
-}
+func rejectReason(err error) string { return schemas.DecodeRejectReason(err) }

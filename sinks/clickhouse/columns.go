@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // col is one column of a table buffer: its values, in row order. The sink
@@ -14,16 +16,18 @@ type col[T any] struct {
 	v    []T
 }
 
-func (c *col[T]) add(x T)          { c.v = append(c.v, x) }
-func (c *col[T]) colName() string  { return c.name }
-func (c *col[T]) values() any      { return c.v }
-func (c *col[T]) reset()           { clear(c.v); c.v = c.v[:0] }
-func (c *col[T]) setName(n string) { c.name = n }
+func (c *col[T]) add(x T)              { c.v = append(c.v, x) }
+func (c *col[T]) colName() string      { return c.name }
+func (c *col[T]) values() any          { return c.v }
+func (c *col[T]) slice(lo, hi int) any { return c.v[lo:hi] }
+func (c *col[T]) reset()               { clear(c.v); c.v = c.v[:0] }
+func (c *col[T]) setName(n string)     { c.name = n }
 
 // anyCol is what a table needs of a column, whatever its type.
 type anyCol interface {
 	colName() string
 	values() any
+	slice(lo, hi int) any // the values of rows lo..hi-1
 	reset()
 	setName(string)
 }
@@ -34,7 +38,8 @@ type table struct {
 	name   string // table name, without database
 	cols   []anyCol
 	rows   int
-	insert string // "INSERT INTO db.name (c1, c2, ...)"
+	srcs   []*kgo.Record // the source record of each row, for rejects
+	insert string        // "INSERT INTO db.name (c1, c2, ...)"
 }
 
 // newTable binds the columns of cols, a pointer to a struct whose fields are
@@ -63,5 +68,7 @@ func (t *table) reset() {
 	for _, c := range t.cols {
 		c.reset()
 	}
+	clear(t.srcs)
+	t.srcs = t.srcs[:0]
 	t.rows = 0
 }

@@ -7,6 +7,7 @@ type Metrics struct {
 	rows         *prometheus.CounterVec   // by table
 	batchSeconds *prometheus.HistogramVec // by table
 	failures     *prometheus.CounterVec   // by table
+	splits       *prometheus.CounterVec   // by table
 	rejects      *prometheus.CounterVec   // by reason
 	lag          *prometheus.GaugeVec     // by topic, partition
 	buffered     prometheus.Gauge
@@ -33,9 +34,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ams_sink_clickhouse_insert_failures_total",
 			Help: "Batch inserts that failed and were retried, by table.",
 		}, []string{"table"}),
+		splits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ams_sink_clickhouse_batch_splits_total",
+			Help: "Inserts refused for their data and split in halves to isolate the refused record, by table.",
+		}, []string{"table"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ams_sink_clickhouse_rejects_total",
-			Help: "Records the sink could not convert and wrote to ams.rejects, by reason.",
+			Help: "Records the sink could not convert or ClickHouse refused for their data, written to ams.rejects, by reason.",
 		}, []string{"reason"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ams_sink_clickhouse_lag",
@@ -54,6 +59,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Offset commits that failed (the batch will be inserted again: harmless, deduplicated).",
 		}),
 	}
-	reg.MustRegister(m.rows, m.batchSeconds, m.failures, m.rejects, m.lag, m.buffered, m.commits, m.commitErrors)
+	reg.MustRegister(m.rows, m.batchSeconds, m.failures, m.splits, m.rejects, m.lag, m.buffered, m.commits, m.commitErrors)
 	return m
 }

@@ -13,7 +13,10 @@
 //
 // Failure: an insert that fails is retried with backoff, forever, and the
 // sink polls nothing meanwhile (memory stays bounded by one batch); so a
-// ClickHouse outage pauses the sink, which catches up afterwards. A record
+// ClickHouse outage pauses the sink, which catches up afterwards. An insert
+// the server refuses for its data (DataErrorCode) is not retried: the
+// batch is split until the refused record is alone, which goes to
+// ams.rejects (reason clickhouse_data); the other rows are inserted. A record
 // that does not decode goes to ams.rejects (stage SINK, with the reason)
 // and is committed like the others. Nothing is dropped.
 package clickhouse
@@ -27,9 +30,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
 )
@@ -54,6 +59,11 @@ type Config struct {
 	// SessionTimeout is the Kafka group session timeout (0: franz-go's
 	// default, 45 s): how long a crashed instance keeps its partitions.
 	SessionTimeout time.Duration
+	// InstanceID makes the sink a static member of its group
+	// (group.instance.id): a restart with the same id within SessionTimeout
+	// takes its partitions back at once. Stable across restarts, unique
+	// among live instances (the pod name). Empty: dynamic membership.
+	InstanceID string
 	// ExtraKafkaOpts are appended to the client options (tests).
 	ExtraKafkaOpts []kgo.Opt
 }
@@ -124,9 +134,7 @@ func New(ctx context.Context, cfg Config, reg *schemas.Registry, log *slog.Logge
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.ProducerLinger(0),
 	}
-	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
-	}
+	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
 	opts = append(opts, cfg.ExtraKafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -152,6 +160,14 @@ func (s *Sink) Ready(ctx context.Context) error {
 // after a graceful stop, or the error that stopped it.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.ch.Close()
+	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.ExtraKafkaOpts...),
+			s.cfg.Group, s.cfg.InstanceID); err != nil {
+			s.log.Warn("leave group; its partitions move after the session timeout", "err", err)
+		}
+	}()
 	defer s.cl.Close()
 	for ctx.Err() == nil {
 		wait := s.cfg.BatchInterval
@@ -216,19 +232,8 @@ func (s *Sink) takePartition(p kgo.FetchTopicPartition) {
 // id and time derive from the record's position and timestamp, so a replay
 // produces the same reject row.
 func (s *Sink) reject(r *kgo.Record, reason string, err error) {
-	rj := schemas.Reject{
-		RejectID:        fmt.Sprintf("sink:%s:%d:%d", r.Topic, r.Partition, r.Offset),
-		Stage:           schemas.StageSink,
-		Reason:          reason,
-		Detail:          err.Error(),
-		SN:              string(r.Key),
-		Payload:         r.Value,
-		SourceTopic:     r.Topic,
-		SourcePartition: r.Partition,
-		SourceOffset:    r.Offset,
-		At:              r.Timestamp.UTC(),
-	}
-	v, encErr := s.reg.Encode(&rj)
+	rj := schemas.RecordReject(schemas.StageSink, "sink", reason, err.Error(), string(r.Key), r.Topic, r.Partition, r.Offset, r.Value, r.Timestamp)
+	v, encErr := s.reg.Encode(rj)
 	if encErr != nil { // cannot happen with a valid Reject; say so loudly
 		s.log.Error("encode reject", "err", encErr)
 		return
@@ -245,7 +250,7 @@ func (s *Sink) flush(ctx context.Context) error {
 		if t.rows == 0 {
 			continue
 		}
-		if err := s.retry(ctx, "insert "+t.name, func() error { return s.insert(ctx, t) }, t.name); err != nil {
+		if err := s.insertRows(ctx, t, 0, t.rows); err != nil {
 			return err
 		}
 		t.reset()
@@ -253,7 +258,7 @@ func (s *Sink) flush(ctx context.Context) error {
 	if len(s.rejects) > 0 {
 		if err := s.retry(ctx, "produce rejects", func() error {
 			return s.cl.ProduceSync(ctx, s.rejects...).FirstErr()
-		}, ""); err != nil {
+		}, "", nil); err != nil {
 			return err
 		}
 		s.rejects = s.rejects[:0]
@@ -271,9 +276,81 @@ func (s *Sink) flush(ctx context.Context) error {
 	return nil
 }
 
+// insertRows inserts rows lo..hi-1 of t. An insert the server refuses
+// for its data (DataErrorCode) is split in halves, recursively, until the
+// refused record is alone: it goes to ams.rejects (reason clickhouse_data,
+// the server's error as detail) and the rest is inserted. Outages are
+// retried forever (until ctx ends). A row already inserted by a half that
+// succeeded is harmless to insert again (ReplacingMergeTree).
+func (s *Sink) insertRows(ctx context.Context, t *table, lo, hi int) error {
+	err := s.retry(ctx, "insert "+t.name, func() error { return s.insert(ctx, t, lo, hi) }, t.name, isDataError)
+	if err == nil || !isDataError(err) {
+		return err
+	}
+	if hi-lo > 1 {
+		s.m.splits.WithLabelValues(t.name).Inc()
+		mid := lo + (hi-lo)/2
+		if err := s.insertRows(ctx, t, lo, mid); err != nil {
+			return err
+		}
+		return s.insertRows(ctx, t, mid, hi)
+	}
+	r := t.srcs[lo]
+	if r.Topic == s.cfg.Names.Rejects {
+		// A reject of a reject would come back to this table and fail
+		// again: the record stays in ams.rejects (Kafka) and is reported here.
+		s.m.rejects.WithLabelValues("clickhouse_data_reject_row").Inc()
+		s.log.Error("ams.rejects record refused by ClickHouse; not inserted (it stays in Kafka)",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+		return nil
+	}
+	s.reject(r, "clickhouse_data", err)
+	return nil
+}
+
+// Data errors: ClickHouse exception codes that the inserted values cause,
+// which a retry of the same rows would meet again. Every other error (no
+// exception: network, timeout, closed connection; or another code, e.g.
+// 241 MEMORY_LIMIT_EXCEEDED, 252 TOO_MANY_PARTS, 202
+// TOO_MANY_SIMULTANEOUS_QUERIES, 159 TIMEOUT_EXCEEDED, 60 UNKNOWN_TABLE,
+// 16 NO_SUCH_COLUMN_IN_TABLE, 516 AUTHENTICATION_FAILED, 164 READONLY) is
+// an outage or an operator's problem and is retried forever.
+var dataErrorCodes = map[int32]string{
+	6:   "CANNOT_PARSE_TEXT",
+	27:  "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+	38:  "CANNOT_PARSE_DATE",
+	41:  "CANNOT_PARSE_DATETIME",
+	53:  "TYPE_MISMATCH",
+	69:  "ARGUMENT_OUT_OF_BOUND",
+	70:  "CANNOT_CONVERT_TYPE",
+	72:  "CANNOT_PARSE_NUMBER",
+	117: "INCORRECT_DATA",
+	131: "TOO_LARGE_STRING_SIZE",
+	190: "SIZES_OF_ARRAYS_DOESNT_MATCH",
+	321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+	349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+	395: "FUNCTION_THROW_IF_VALUE_IS_NON_ZERO",
+	407: "DECIMAL_OVERFLOW",
+	469: "VIOLATED_CONSTRAINT",
+}
+
+// DataErrorCode reports whether err is a ClickHouse exception caused by the
+// inserted data (see dataErrorCodes), and its code.
+func DataErrorCode(err error) (int32, bool) {
+	var ex *clickhouse.Exception
+	if !errors.As(err, &ex) {
+		return 0, false
+	}
+	_, ok := dataErrorCodes[ex.Code]
+	return ex.Code, ok
+}
+
+func isDataError(err error) bool { _, ok := DataErrorCode(err); return ok }
+
 // retry runs op until it succeeds, with exponential backoff between
-// RetryMin and RetryMax; it gives up only when ctx ends.
-func (s *Sink) retry(ctx context.Context, what string, op func() error, table string) error {
+// RetryMin and RetryMax; it gives up when ctx ends, or at once with the
+// error when permanent (if not nil) says it would fail again.
+func (s *Sink) retry(ctx context.Context, what string, op func() error, table string, permanent func(error) bool) error {
 	backoff := s.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		err := op()
@@ -283,6 +360,12 @@ func (s *Sink) retry(ctx context.Context, what string, op func() error, table st
 			}
 			s.failing.Store(false)
 			return nil
+		}
+		if permanent != nil && permanent(err) {
+			if table != "" {
+				s.m.failures.WithLabelValues(table).Inc()
+			}
+			return err
 		}
 		s.failing.Store(true)
 		if table != "" {
@@ -300,15 +383,15 @@ func (s *Sink) retry(ctx context.Context, what string, op func() error, table st
 	}
 }
 
-// insert sends one table's buffer as one columnar batch.
-func (s *Sink) insert(ctx context.Context, t *table) error {
+// insert sends rows lo..hi-1 of a table's buffer as one columnar batch.
+func (s *Sink) insert(ctx context.Context, t *table, lo, hi int) error {
 	start := time.Now()
 	batch, err := s.ch.PrepareBatch(ctx, t.insert)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
 	for i, c := range t.cols {
-		if err := batch.Column(i).Append(c.values()); err != nil {
+		if err := batch.Column(i).Append(c.slice(lo, hi)); err != nil {
 			_ = batch.Abort()
 			return fmt.Errorf("column %s: %w", c.colName(), err)
 		}
@@ -316,7 +399,7 @@ func (s *Sink) insert(ctx context.Context, t *table) error {
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
-	s.m.rows.WithLabelValues(t.name).Add(float64(t.rows))
+	s.m.rows.WithLabelValues(t.name).Add(float64(hi - lo))
 	s.m.batchSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
 	return nil
 }

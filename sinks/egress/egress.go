@@ -35,6 +35,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkagroup"
+
 	"github.com/ivms/ams/pkg/kafkatopics"
 )
 
@@ -245,7 +247,11 @@ func (e *Egress) Run(ctx context.Context) error {
 		e.log.Warn("egress final commit failed; the next owner republishes from the last committed offset", "err", err)
 	}
 	_ = e.pool.Close(stopCtx)
-	e.cl.Close() // leaves the group
+	e.cl.Close() // leaves the group if dynamic; a static member leaves here:
+	if err := kafkagroup.Leave(stopCtx, nil, append([]kgo.Opt{kgo.SeedBrokers(e.cfg.Seeds...)}, e.cfg.KafkaOpts...),
+		e.cfg.Group, e.cfg.InstanceID); err != nil {
+		e.log.Warn("egress: leave group; its partitions move after the session timeout", "err", err)
+	}
 	select {
 	case <-e.fatalc:
 		return e.fatalErr

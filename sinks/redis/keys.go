@@ -12,6 +12,12 @@
 //	P cmd:{id}:history      list: every CommandEvent of the command as JSON, in seq order
 //	P cmd:{id}:events       pub/sub channel: each CommandEvent JSON, after it is applied
 //
+// {sn} and {id} are escaped (see Escape): ':' and '%' become %3A and %25,
+// so a name can never contain the separator and no two keys collide,
+// whatever an sn or a command id holds (ValidSN and the API's ids both
+// allow ':'; other Kafka writers may send anything). The usual sn and id,
+// without ':' or '%', are unchanged.
+//
 // Device hash fields: online ("1"/"0"), since (unix ms of the last
 // transition), presence_seq, presence_reason, presence_detail, epoch;
 // last_seen (unix ms, the latest of every event and transition); session
@@ -39,6 +45,21 @@
 // empty prefix rebuilds exactly the same keys.
 package redis
 
+import "strings"
+
+// keyEscaper escapes the separator ':' and the escape character itself.
+var keyEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
+
+// Escape returns name (an sn or a command id) as it appears inside a key:
+// without ':' (so it cannot reach into another key's suffix) and injective
+// (different names give different results).
+func Escape(name string) string {
+	if !strings.ContainsAny(name, "%:") {
+		return name
+	}
+	return keyEscaper.Replace(name)
+}
+
 // Keys builds the key names under one prefix.
 type Keys struct {
 	Prefix string
@@ -48,10 +69,10 @@ type Keys struct {
 const DefaultPrefix = "ams:"
 
 // Device is the hash of a device.
-func (k Keys) Device(sn string) string { return k.Prefix + "dev:" + sn }
+func (k Keys) Device(sn string) string { return k.Prefix + "dev:" + Escape(sn) }
 
 // Pending is the set of a device's unfinished command ids.
-func (k Keys) Pending(sn string) string { return k.Prefix + "dev:" + sn + ":pending" }
+func (k Keys) Pending(sn string) string { return k.Prefix + "dev:" + Escape(sn) + ":pending" }
 
 // Online is the sorted set of online devices.
 func (k Keys) Online() string { return k.Prefix + "devices:online" }
@@ -60,10 +81,10 @@ func (k Keys) Online() string { return k.Prefix + "devices:online" }
 func (k Keys) Offline() string { return k.Prefix + "devices:offline" }
 
 // Command is the hash of a command.
-func (k Keys) Command(id string) string { return k.Prefix + "cmd:" + id }
+func (k Keys) Command(id string) string { return k.Prefix + "cmd:" + Escape(id) }
 
 // History is the list of a command's events.
-func (k Keys) History(id string) string { return k.Prefix + "cmd:" + id + ":history" }
+func (k Keys) History(id string) string { return k.Prefix + "cmd:" + Escape(id) + ":history" }
 
 // Events is the pub/sub channel of a command's events.
-func (k Keys) Events(id string) string { return k.Prefix + "cmd:" + id + ":events" }
+func (k Keys) Events(id string) string { return k.Prefix + "cmd:" + Escape(id) + ":events" }

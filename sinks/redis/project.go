@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -15,9 +16,11 @@ import (
 	"github.com/ivms/ams/schemas"
 )
 
-// Codec decodes Avro single-object values (a *schemas.Registry).
+// Codec decodes Avro single-object values and encodes the sink's rejects
+// (a *schemas.Registry).
 type Codec interface {
 	Decode(b []byte, v any) error
+	Encode(v any) ([]byte, error)
 }
 
 // Final reports whether a command state is final (no event follows it).
@@ -189,24 +192,29 @@ func b01(b bool) string {
 	return "0"
 }
 
-// SkipError says why a record was not applied (it cannot be decoded, or it
-// does not belong to a projected topic). It is not a Redis failure: the
-// record is skipped and counted.
+// SkipError says why a record was not applied: it cannot be decoded, it
+// does not belong to a projected topic, or Redis refused it for its data
+// (WRONGTYPE, a script error). It is not an outage: the record is not
+// retried; the sink sends it to ams.rejects with Reason and moves on.
 type SkipError struct {
 	Topic  string
 	Offset int64
+	Reason string      // Reject.Reason
+	Record *kgo.Record // the refused record
 	Err    error
 }
 
 func (e *SkipError) Error() string {
-	return fmt.Sprintf("skip %s@%d: %v", e.Topic, e.Offset, e.Err)
+	return fmt.Sprintf("skip %s@%d (%s): %v", e.Topic, e.Offset, e.Reason, e.Err)
 }
 
 func (e *SkipError) Unwrap() error { return e.Err }
 
 // plan turns one record into a script run.
 func (p *Projector) plan(r *kgo.Record) (op, error) {
-	skip := func(err error) (op, error) { return op{}, &SkipError{Topic: r.Topic, Offset: r.Offset, Err: err} }
+	skip := func(err error) (op, error) {
+		return op{}, &SkipError{Topic: r.Topic, Offset: r.Offset, Reason: schemas.DecodeRejectReason(err), Record: r, Err: err}
+	}
 	sn := string(r.Key)
 	switch r.Topic {
 	case p.names.Registry:
@@ -277,15 +285,19 @@ func (p *Projector) plan(r *kgo.Record) (op, error) {
 				ev.SN, ev.Kind, strconv.FormatInt(int64(ev.Code), 10), ms(ev.At), ev.Reason, ev.MsgID, reply, hasReply,
 				p.keys.Events(ev.CommandID)}}, nil
 	}
-	return skip(fmt.Errorf("topic %q is not projected", r.Topic))
+	_, err := skip(fmt.Errorf("topic %q is not projected", r.Topic))
+	err.(*SkipError).Reason = "unknown_topic"
+	return op{}, err
 }
 
 // Apply applies records in order, in one pipeline. Records that cannot be
-// decoded are skipped and returned as SkipErrors; err is a Redis failure,
-// after which the whole batch may be applied again (every script is
-// idempotent under in-order re-application).
+// decoded, and records Redis refuses for their data (DataError), are
+// returned as SkipErrors and are not applied; err is an outage (a network
+// failure, LOADING, ...), after which the whole batch may be applied again
+// (every script is idempotent under in-order re-application).
 func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (applied int, skipped []*SkipError, err error) {
 	ops := make([]op, 0, len(recs))
+	srcs := make([]*kgo.Record, 0, len(recs))
 	for _, r := range recs {
 		o, err := p.plan(r)
 		if err != nil {
@@ -294,6 +306,7 @@ func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (applied int,
 			continue
 		}
 		ops = append(ops, o)
+		srcs = append(srcs, r)
 	}
 	if len(ops) == 0 {
 		return 0, skipped, nil
@@ -306,7 +319,7 @@ func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (applied int,
 		return pipe.Exec(ctx)
 	}
 	cmds, err := run()
-	if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+	if err != nil && hasNoScript(cmds) {
 		// The script cache was flushed (a Redis restart): load and apply the
 		// batch again; re-application is harmless.
 		if lerr := p.Load(ctx); lerr != nil {
@@ -315,12 +328,60 @@ func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (applied int,
 		cmds, err = run()
 	}
 	if err != nil {
-		return 0, skipped, fmt.Errorf("redis: apply %d records: %w", len(ops), err)
+		// A pipeline error is the first command's error: an outage if any
+		// command failed for other than its data.
+		for _, c := range cmds {
+			if cerr := c.Err(); cerr != nil && DataError(cerr) == "" {
+				return 0, skipped, fmt.Errorf("redis: apply %d records: %w", len(ops), cerr)
+			}
+		}
+		if len(cmds) != len(ops) {
+			return 0, skipped, fmt.Errorf("redis: apply %d records: %w", len(ops), err)
+		}
 	}
-	for _, c := range cmds {
+	for i, c := range cmds {
+		if cerr := c.Err(); cerr != nil {
+			r := srcs[i]
+			skipped = append(skipped, &SkipError{Topic: r.Topic, Offset: r.Offset, Reason: DataError(cerr), Record: r, Err: cerr})
+			continue
+		}
 		if n, _ := c.(*goredis.Cmd).Int64(); n == 1 {
 			applied++
 		}
 	}
 	return applied, skipped, nil
+}
+
+func hasNoScript(cmds []goredis.Cmder) bool {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// DataError classifies a Redis error of one script run: it returns the
+// reject reason when the error comes from the record's data (retrying it
+// would fail the same way forever), or "" when it is an outage to retry.
+//
+// Data errors: WRONGTYPE (a key of the record holds another type) and
+// script runtime errors ("ERR user_script:..." / "ERR Error running
+// script"). Everything else is retried: connection errors and timeouts
+// (not Redis replies at all), LOADING, BUSY, NOSCRIPT, READONLY,
+// MASTERDOWN, TRYAGAIN, CLUSTERDOWN, OOM, NOAUTH/WRONGPASS/NOPERM (an
+// operator fixes those; nothing is skipped meanwhile) and any other ERR.
+func DataError(err error) string {
+	var rerr goredis.Error
+	if !errors.As(err, &rerr) {
+		return "" // not a reply from Redis: network, timeout, closed client
+	}
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "WRONGTYPE"):
+		return "redis_wrongtype"
+	case strings.HasPrefix(msg, "ERR") && (strings.Contains(msg, "user_script") || strings.Contains(msg, "Error running script")):
+		return "redis_script_error"
+	}
+	return ""
 }

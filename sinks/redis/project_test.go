@@ -89,3 +89,46 @@ func TestPlan(t *testing.T) {
 		t.Fatalf("Apply: %d %v %v", applied, skipped, err)
 	}
 }
+
+// TestKeysNeverCollide: the keys of different names never meet, whatever
+// the names hold (the case: the pending set of "X" was the hash of
+// the device "X:pending").
+func TestKeysNeverCollide(t *testing.T) {
+	k := Keys{Prefix: "p:"}
+	names := []string{"X", "X:pending", "X:history", "X:events", "X%3Apending", "%", "%25", ":", "", "a:b:c", "X%"}
+	seen := map[string]string{}
+	for _, n := range names {
+		for kind, key := range map[string]string{"dev": k.Device(n), "pending": k.Pending(n), "cmd": k.Command(n),
+			"history": k.History(n), "events": k.Events(n)} {
+			if prev, ok := seen[key]; ok {
+				t.Fatalf("%s of %q collides with %s: %s", kind, n, prev, key)
+			}
+			seen[key] = kind + " of " + n
+		}
+	}
+	if k.Device("SN1") != "p:dev:SN1" || k.Command("c-1") != "p:cmd:c-1" {
+		t.Fatalf("plain names changed: %s %s", k.Device("SN1"), k.Command("c-1"))
+	}
+}
+
+func TestDataError(t *testing.T) {
+	for err, want := range map[error]string{
+		replyErr("WRONGTYPE Operation against a key holding the wrong kind of value script: abc"): "redis_wrongtype",
+		replyErr("ERR user_script:3: attempt to compare nil with number script: abc"):             "redis_script_error",
+		replyErr("LOADING Redis is loading the dataset in memory"):                                "",
+		replyErr("ERR max number of clients reached"):                                             "",
+		replyErr("NOSCRIPT No matching script"):                                                   "",
+		errors.New("dial tcp 127.0.0.1:6379: connect: connection refused"):                        "",
+		context.DeadlineExceeded:                                                                  "",
+	} {
+		if got := DataError(err); got != want {
+			t.Errorf("DataError(%v) = %q, want %q", err, got, want)
+		}
+	}
+}
+
+// replyErr is an error reply of Redis (goredis.Error), as the client returns it.
+type replyErr string
+
+func (e replyErr) Error() string { return string(e) }
+func (replyErr) RedisError()     {}

@@ -11,11 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/ivms/ams/pkg/kafkagroup"
+	"github.com/ivms/ams/schemas"
 )
 
 // Metrics of the Redis sink.
 type Metrics struct {
-	Records *prometheus.CounterVec // by topic and outcome: consumed, skipped (undecodable)
+	Records *prometheus.CounterVec // by topic and outcome: consumed, rejected (undecodable or refused for its data)
 	Applied prometheus.Counter     // records that changed the state (the others were duplicates or older)
 	Errors  prometheus.Counter     // Redis failures (each retried)
 	Batch   prometheus.Histogram   // seconds to apply one polled batch
@@ -25,7 +28,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_redis_sink_records_total",
-			Help: "records consumed by the Redis sink, by topic and outcome (consumed, skipped)"}, []string{"topic", "outcome"}),
+			Help: "records consumed by the Redis sink, by topic and outcome (consumed, rejected)"}, []string{"topic", "outcome"}),
 		Applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_redis_sink_applied_total",
 			Help: "records that changed the Redis state (the rest were replays or older than the state)"}),
 		Errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_redis_sink_errors_total",
@@ -46,6 +49,14 @@ type SinkConfig struct {
 	Group string
 	// MaxPoll is the most records applied in one batch.
 	MaxPoll int
+	// InstanceID makes the sink a static member of its group
+	// (group.instance.id): a restart with the same id within SessionTimeout
+	// takes its partitions back at once, without a rebalance. It must be
+	// stable across restarts and unique among live instances (the pod name).
+	// Empty: dynamic membership.
+	InstanceID string
+	// SessionTimeout of the group member; 0 keeps franz-go's default (45 s).
+	SessionTimeout time.Duration
 	// KafkaOpts are applied after the defaults.
 	KafkaOpts []kgo.Opt
 }
@@ -57,12 +68,17 @@ type SinkConfig struct {
 // of every record up to them succeeded; a Redis failure is retried (with
 // backoff) until it succeeds or the sink stops, and a crash re-applies the
 // uncommitted suffix, which the idempotent scripts make harmless. A record
-// that cannot be decoded is logged, counted and skipped, never retried.
+// that cannot be decoded, or that Redis refuses for its data (WRONGTYPE, a
+// script error: see DataError), is not retried: it goes to ams.rejects
+// (stage SINK, with its reason) before the offsets past it are committed,
+// and the sink moves on. Outages (connection refused, timeouts, LOADING)
+// are retried forever with backoff.
 // A group that has no committed offsets starts at the beginning of every
 // topic, so a new group and an empty key prefix rebuild the whole state.
 type Sink struct {
 	cfg  SinkConfig
 	proj *Projector
+	enc  Codec
 	rdb  goredis.UniversalClient
 	cl   *kgo.Client
 	log  *slog.Logger
@@ -91,12 +107,13 @@ func NewSink(cfg SinkConfig, proj *Projector, rdb goredis.UniversalClient, log *
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 	}
+	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
 	opts = append(opts, cfg.KafkaOpts...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("redis sink: kafka client: %w", err)
 	}
-	return &Sink{cfg: cfg, proj: proj, rdb: rdb, cl: cl, log: log, m: m}, nil
+	return &Sink{cfg: cfg, proj: proj, enc: proj.codec, rdb: rdb, cl: cl, log: log, m: m}, nil
 }
 
 // Consumed is how many records the sink has applied to Redis or skipped
@@ -117,6 +134,14 @@ func (s *Sink) Ready(ctx context.Context) error {
 // Run consumes until ctx is done, then commits what was applied and closes
 // the Kafka client. It returns nil on a clean stop.
 func (s *Sink) Run(ctx context.Context) error {
+	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.KafkaOpts...),
+			s.cfg.Group, s.cfg.InstanceID); err != nil {
+			s.log.Warn("redis sink: leave group; its partitions move after the session timeout", "err", err)
+		}
+	}()
 	defer s.cl.Close()
 	if err := s.proj.Load(ctx); err != nil {
 		return err
@@ -156,36 +181,75 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 }
 
-// apply applies one batch, retrying Redis failures with backoff until ctx is done.
+// apply applies one batch, retrying Redis failures with backoff until ctx
+// is done, then produces the rejects of the records it could not apply
+// (also retried until they are written).
 func (s *Sink) apply(ctx context.Context, recs []*kgo.Record) error {
 	backoff := 100 * time.Millisecond
-	for {
-		start := time.Now()
-		applied, skipped, err := s.proj.Apply(ctx, recs)
-		if err == nil {
-			s.m.Batch.Observe(time.Since(start).Seconds())
-			byTopic := map[string]int{}
-			for _, r := range recs {
-				byTopic[r.Topic]++
-			}
-			for _, se := range skipped {
-				byTopic[se.Topic]--
-				s.m.Records.WithLabelValues(se.Topic, "skipped").Inc()
-				s.log.Warn("redis sink: record skipped", "topic", se.Topic, "offset", se.Offset, "err", se.Err)
-			}
-			for t, n := range byTopic {
-				s.m.Records.WithLabelValues(t, "consumed").Add(float64(n))
-			}
-			s.m.Applied.Add(float64(applied))
-			return nil
-		}
+	wait := func(what string, err error) error {
 		s.m.Errors.Inc()
-		s.log.Warn("redis sink: apply failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+		s.log.Warn("redis sink: "+what+" failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
+		return nil
 	}
+	for {
+		start := time.Now()
+		applied, skipped, err := s.proj.Apply(ctx, recs)
+		if err != nil {
+			if werr := wait("apply", err); werr != nil {
+				return werr
+			}
+			continue
+		}
+		s.m.Batch.Observe(time.Since(start).Seconds())
+		byTopic := map[string]int{}
+		for _, r := range recs {
+			byTopic[r.Topic]++
+		}
+		rejects := make([]*kgo.Record, 0, len(skipped))
+		for _, se := range skipped {
+			byTopic[se.Topic]--
+			s.m.Records.WithLabelValues(se.Topic, "rejected").Inc()
+			s.log.Warn("redis sink: record rejected", "topic", se.Topic, "offset", se.Offset, "reason", se.Reason, "err", se.Err)
+			if rec, err := s.rejectRecord(se); err != nil {
+				s.log.Error("redis sink: encode reject", "err", err)
+			} else {
+				rejects = append(rejects, rec)
+			}
+		}
+		for len(rejects) > 0 {
+			err := s.cl.ProduceSync(ctx, rejects...).FirstErr()
+			if err == nil {
+				break
+			}
+			if werr := wait("produce rejects", err); werr != nil {
+				return werr
+			}
+		}
+		for t, n := range byTopic {
+			s.m.Records.WithLabelValues(t, "consumed").Add(float64(n))
+		}
+		s.m.Applied.Add(float64(applied))
+		return nil
+	}
+}
+
+// rejectRecord builds the ams.rejects record of a record not applied.
+func (s *Sink) rejectRecord(se *SkipError) (*kgo.Record, error) {
+	r := se.Record
+	if r == nil {
+		r = &kgo.Record{Topic: se.Topic, Offset: se.Offset}
+	}
+	rj := schemas.RecordReject(schemas.StageSink, "redis-sink", se.Reason, se.Err.Error(), string(r.Key),
+		r.Topic, r.Partition, r.Offset, r.Value, r.Timestamp)
+	v, err := s.enc.Encode(rj)
+	if err != nil {
+		return nil, fmt.Errorf("reject of %s@%d: %w", r.Topic, r.Offset, err)
+	}
+	return &kgo.Record{Topic: s.proj.names.Rejects, Key: r.Key, Value: v}, nil
 }

@@ -34,7 +34,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	names := kafkatopics.WithPrefix(testenv.Unique(t, "it_redis") + ".")
 	cl := testenv.KafkaClient(t, kgo.RequiredAcks(kgo.AllISRAcks()))
-	testenv.CreateTopics(t, cl, 3, names.Registry, names.Presence, names.DeviceEvents, names.CommandEvents)
+	testenv.CreateTopics(t, cl, 3, names.Registry, names.Presence, names.DeviceEvents, names.CommandEvents, names.Rejects)
 	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -279,5 +279,85 @@ func TestWatchWakes(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("not woken")
+	}
+}
+
+// TestSinkNoStall: names that used to collide (the pending set of "X" is
+// the hash of a device named "X:pending") both project; a record that
+// fails on its data (its key already holds another type: WRONGTYPE) and a
+// record that does not decode go to ams.rejects with their reasons; and
+// the registrations after them are still projected, so authentication
+// sees them. Before the fix the sink retried the WRONGTYPE batch forever.
+func TestSinkNoStall(t *testing.T) {
+	f := newFixture(t)
+	p := f.prefix()
+	ctx := context.Background()
+	// A key left by a foreign writer (or an older layout) with another type.
+	if err := f.rdb.Set(ctx, p+"dev:POISON", "a string", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := f.names
+	reg := func(sn string) *schemas.Registration {
+		return &schemas.Registration{SN: sn, TokenSHA256: strings.Repeat("cd", 32), Name: sn, Bound: true, UpdatedAt: ts(0), UpdatedBy: "test"}
+	}
+	f.produce(n.CommandEvents, "X", &schemas.CommandEvent{EventID: "X:1/1", CommandID: "X:1", SN: "X", Kind: "reboot",
+		State: schemas.CommandQueued, At: ts(1), Seq: 1})
+	f.produce(n.Registry, "X:pending", reg("X:pending"))
+	f.produce(n.CommandEvents, "Y", &schemas.CommandEvent{EventID: "X/1", CommandID: "X", SN: "Y", Kind: "reboot",
+		State: schemas.CommandQueued, At: ts(1), Seq: 1})
+	f.produce(n.Registry, "POISON", reg("POISON"))
+	f.produce(n.Presence, "SN5", []byte("not avro"))
+	for i := range 5 {
+		f.produce(n.Registry, fmt.Sprintf("AFTER%d", i), reg(fmt.Sprintf("AFTER%d", i)))
+	}
+	rejects := make(chan schemas.Reject, 10)
+	testenv.Consume(t, f.reg, n.Rejects, rejects)
+
+	sink, stop := f.start(p)
+	deadline := time.Now().Add(20 * time.Second)
+	for sink.Consumed() < int64(f.n) {
+		if time.Now().After(deadline) {
+			_ = stop()
+			t.Fatalf("sink stalled: consumed %d of %d records", sink.Consumed(), f.n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := NewStore(f.rdb, Keys{Prefix: p})
+	for i := range 5 {
+		if h, err := st.TokenSHA256(ctx, fmt.Sprintf("AFTER%d", i)); err != nil || h != strings.Repeat("cd", 32) {
+			t.Fatalf("AFTER%d not projected: %q %v", i, h, err)
+		}
+	}
+	if ok, err := st.Registered(ctx, "X:pending"); err != nil || !ok {
+		t.Fatalf("X:pending: %v %v", ok, err)
+	}
+	if d, ok, err := st.Device(ctx, "X"); err != nil || !ok || len(d.Pending) != 1 || d.Pending[0].ID != "X:1" || d.Pending[0].State != schemas.CommandQueued {
+		t.Fatalf("X: %+v %v %v", d, ok, err)
+	}
+	if c, ok, err := st.Command(ctx, "X"); err != nil || !ok || c.SN != "Y" {
+		t.Fatalf("command X: %+v %v %v", c, ok, err)
+	}
+	if c, ok, err := st.Command(ctx, "X:1"); err != nil || !ok || c.SN != "X" {
+		t.Fatalf("command X:1: %+v %v %v", c, ok, err)
+	}
+	got := map[string]schemas.Reject{}
+	timeout := time.After(15 * time.Second)
+	for len(got) < 2 {
+		select {
+		case rj := <-rejects:
+			got[rj.SN] = rj
+		case <-timeout:
+			t.Fatalf("rejects: got %+v, want POISON and SN5", got)
+		}
+	}
+	if rj := got["POISON"]; rj.Reason != "redis_wrongtype" || rj.Stage != schemas.StageSink || rj.SourceTopic != n.Registry ||
+		!strings.Contains(rj.Detail, "WRONGTYPE") || len(rj.Payload) == 0 {
+		t.Fatalf("POISON reject: %+v", rj)
+	}
+	if rj := got["SN5"]; rj.Reason != "short_value" || rj.SourceTopic != n.Presence || string(rj.Payload) != "not avro" {
+		t.Fatalf("SN5 reject: %+v", rj)
 	}
 }
