@@ -215,7 +215,7 @@ func TestSinkReplay(t *testing.T) {
 	if _, ok, _ := st.Device(ctx, "SN3"); ok {
 		t.Fatalf("SN3 (deleted, never seen) still has state: %v", a)
 	}
-	if h, _ := st.TokenSHA256(ctx, "SN1"); h != strings.Repeat("ab", 32) {
+	if h, _ := st.TokenHash(ctx, "SN1"); h != strings.Repeat("ab", 32) {
 		t.Fatalf("token hash %q", h)
 	}
 	on, next, err := st.ListDevices(ctx, true, "", 10)
