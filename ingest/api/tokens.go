@@ -171,6 +171,11 @@ func (t *Tokens) Reload() error {
 		if entries, err = parseTokens(bytes.NewReader(b)); err != nil {
 			return fmt.Errorf("api tokens file %s: %w", t.file, err)
 		}
+		if len(entries) == 0 {
+			// Most likely caught mid-write; an operator retires every token
+			// by stopping the API, not by emptying the file.
+			return fmt.Errorf("api tokens file %s: no token", t.file)
+		}
 	}
 	if t.legacy != nil {
 		for _, e := range entries {
@@ -198,7 +203,9 @@ func (t *Tokens) changed() bool {
 }
 
 // Watch re-reads the tokens file whenever its modification time or size
-// changes, checking every interval, until ctx is done. A bad file is logged
+// changes, checking every interval, until ctx is done. Replace the file
+// atomically (write a new one, rename it over the old; Kubernetes secret
+// volumes do) so a half-written file is never read. A bad file is logged
 // (never its content) and the previous tokens stay valid.
 func (t *Tokens) Watch(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	if t.file == "" {
