@@ -68,7 +68,8 @@ start api
 # Register every simulated device (bound, with a name), so configuration
 # uploads get their OSD name and stream requests a signed URL.
 api=http://127.0.0.1:8080
-for _ in $(seq 1 100); do curl -fs "$api/healthz" >/dev/null && break; sleep 0.2; done
+# /healthz, /readyz and /metrics are on the ops port (AMS_OPS_ADDR of the api, :9106), not the API port.
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:9106/readyz" >/dev/null && break; sleep 0.2; done
 prefix=0505050505
 echo "registering $devices devices..."
 failed=0
