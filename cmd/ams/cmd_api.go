@@ -48,6 +48,9 @@ func apiCommand() command {
 			maxWait := fs.Duration("max-wait", 60*time.Second, "longest ?wait= of a command request")
 			mosqDir := fs.String("write-mosquitto-config", "", "write a Mosquitto password file, ACL and ams.conf into this directory, then exit")
 			mosqDevices := fs.String("mosquitto-devices", "", "with -write-mosquitto-config: file of device credentials, one sn:token per line")
+			dynsecAdmin := fs.String("mosquitto-dynsec-admin", "", "with -write-mosquitto-config: also write dynamic-security.json and dynsec.conf (Mosquitto's dynamic-security plugin) with this administrator, who adds devices at run time")
+			dynsecAdminPwFile := fs.String("mosquitto-dynsec-admin-password-file", "", "file holding the password of -mosquitto-dynsec-admin")
+			dynsecTopics := fs.String("mosquitto-service-topics", "", "with -mosquitto-dynsec-admin: comma-separated extra topic filters service accounts may publish and subscribe (the test stack: ams/#)")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -58,7 +61,13 @@ func apiCommand() command {
 					return err
 				}
 				if *mosqDir != "" {
-					return writeMosquittoConfig(stdout, *mosqDir, *mosqDevices, accounts)
+					if err := writeMosquittoConfig(stdout, *mosqDir, *mosqDevices, accounts); err != nil {
+						return err
+					}
+					if *dynsecAdmin == "" {
+						return nil
+					}
+					return writeMosquittoDynsec(stdout, *mosqDir, *mosqDevices, *dynsecAdmin, *dynsecAdminPwFile, *dynsecTopics, accounts)
 				}
 				if *tokenFile != "" {
 					b, err := os.ReadFile(*tokenFile)
@@ -163,5 +172,41 @@ func writeMosquittoConfig(stdout io.Writer, dir, devicesFile string, accounts de
 	}
 	fmt.Fprintf(stdout, "mosquitto: wrote passwd (%d service accounts, %d devices), acl and ams.conf into %s\n",
 		len(accounts.Names()), len(devices), dir)
+	return nil
+}
+
+func writeMosquittoDynsec(stdout io.Writer, dir, devicesFile, admin, adminPwFile, topics string, accounts deviceauth.Accounts) error {
+	b, err := os.ReadFile(adminPwFile)
+	if err != nil {
+		return fmt.Errorf("mosquitto dynsec admin password: %w", err)
+	}
+	pw := strings.TrimSpace(string(b))
+	if pw == "" {
+		return errors.New("mosquitto dynsec admin password file is empty")
+	}
+	var devices []deviceauth.Credential
+	if devicesFile != "" {
+		f, err := os.Open(devicesFile)
+		if err != nil {
+			return fmt.Errorf("mosquitto devices: %w", err)
+		}
+		devices, err = deviceauth.ReadCredentials(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	var filters []string
+	for _, f := range strings.Split(topics, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			filters = append(filters, f)
+		}
+	}
+	if err := deviceauth.WriteMosquittoDynsec(dir, "", deviceauth.Credential{Username: admin, Password: pw}, accounts, devices,
+		deviceauth.ServiceTopics(filters...)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mosquitto: wrote dynamic-security.json (administrator %s, %d service accounts, %d devices) and dynsec.conf into %s\n",
+		admin, len(accounts.Names()), len(devices), dir)
 	return nil
 }

@@ -35,17 +35,18 @@ func TestMosquittoDynsec(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	js, err := deviceauth.MosquittoDynsec(deviceauth.Credential{Username: "dynsec-admin", Password: "admin-pw-0123456789"},
-		accounts, nil, nil, nil)
+	// The same files `ams api -write-mosquitto-config -mosquitto-dynsec-admin` writes for the stack.
+	if err := deviceauth.WriteMosquittoDynsec(filepath.Join(dir, "auth"), dynsecPlugin,
+		deviceauth.Credential{Username: "dynsec-admin", Password: "admin-pw-0123456789"}, accounts, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	frag, err := os.ReadFile(filepath.Join(dir, "auth", "dynsec.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "dynamic-security.json"), js, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	port := freePortExt(t)
-	conf := fmt.Sprintf("user root\nper_listener_settings false\nallow_anonymous false\nlog_dest file %s/mosquitto.log\nlog_type all\n"+
-		"plugin %s\nplugin_opt_config_file %s/dynamic-security.json\nlistener %d 127.0.0.1\n", dir, dynsecPlugin, dir, port)
+	conf := fmt.Sprintf("user root\nper_listener_settings false\nlog_dest file %s/mosquitto.log\nlog_type all\nlistener %d 127.0.0.1\n%s",
+		dir, port, frag)
 	if err := os.WriteFile(filepath.Join(dir, "mosquitto.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

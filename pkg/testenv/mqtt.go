@@ -184,7 +184,9 @@ func commandsOf(msg []byte) ([]map[string]any, error) {
 
 // AddDevices creates each device's role and client (deviceauth.DynsecAddDevice).
 func (d *Dynsec) AddDevices(creds ...deviceauth.Credential) error {
-	return d.batch(creds, func(c deviceauth.Credential) ([]byte, error) { return deviceauth.DynsecAddDevice(c.Username, c.Password) })
+	return d.batch(creds, func(c deviceauth.Credential) ([]byte, error) {
+		return deviceauth.DynsecAddDevice(c.Username, c.Password)
+	})
 }
 
 // RemoveDevices deletes each device's client and role.
