@@ -231,11 +231,12 @@ func WriteMosquittoDynsec(dir, plugin string, admin Credential, accounts Account
 }
 
 // ServiceTopics returns ACLs that let services publish and subscribe
-// below each of filters (e.g. "ams/#" for the test stack's own checks).
+// (also as a shared subscription) below each of filters (e.g. "ams/#" for
+// the test stack's own checks).
 func ServiceTopics(filters ...string) []DynsecACL {
 	var out []DynsecACL
 	for _, f := range filters {
-		out = append(out, allow("publishClientSend", f), allow("subscribePattern", f))
+		out = append(out, allow("publishClientSend", f), allow("subscribePattern", f), allow("subscribePattern", "$share/+/"+f))
 	}
 	return out
 }
