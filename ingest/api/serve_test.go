@@ -66,6 +66,18 @@ func TestServeTLS(t *testing.T) {
 	}
 	first := resp.TLS.PeerCertificates[0].SerialNumber
 
+	// The operational endpoints are not on the public listener (they are on -ops-addr).
+	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
+		resp, err := client(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}).Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on the API port: %d, want 404", path, resp.StatusCode)
+		}
+	}
+
 	// A client that does not trust the certificate is refused by its own check.
 	if _, err := get(client(&tls.Config{MinVersion: tls.VersionTLS12})); err == nil {
 		t.Fatal("unverified certificate accepted")
