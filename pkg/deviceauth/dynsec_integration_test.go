@@ -14,7 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ivms/ams/pkg/deviceauth"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/mqttdynsec"
 )
 
 const dynsecPlugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
@@ -65,7 +65,7 @@ func TestMosquittoDynsec(t *testing.T) {
 	url := fmt.Sprintf("tcp://127.0.0.1:%d", port)
 	waitPortExt(t, port)
 
-	admin, err := testenv.DialDynsec(url, "dynsec-admin", "admin-pw-0123456789")
+	admin, err := mqttdynsec.Dial(url, "dynsec-admin", "admin-pw-0123456789")
 	if err != nil {
 		t.Fatal(err)
 	}
