@@ -16,6 +16,23 @@ mkdir -p "$dev" "$logs"
 devices=${AMS_RUN_DEVICES:-1000}
 duration=${AMS_RUN_DURATION:-0}
 
+# The stack's connection settings (deploy/stack/up.sh writes them): with an
+# authenticated Mosquitto, ingest and egress log in with its role account
+# (AMS_MQTT_USERNAME / AMS_MQTT_PASSWORD) and the simulator gives each device
+# its account (password = sn, as registered below) through the broker's
+# dynamic-security administrator.
+if [ -f "$stack/env" ]; then
+  set -a
+  # shellcheck source=/dev/null
+  . "$stack/env"
+  set +a
+fi
+sim_auth=()
+if [ -n "${AMS_MQTT_DYNSEC_USERNAME:-}" ]; then
+  sim_auth=(-sim-device-password '{sn}' -sim-dynsec-admin "$AMS_MQTT_DYNSEC_USERNAME"
+    -sim-dynsec-admin-password-file "$AMS_MQTT_DYNSEC_PASSWORD_FILE")
+fi
+
 # Secrets for this machine only: the cloud's RSA key pair (1024-bit PKCS#1, as
 # the firmware in the field expects), the key-encryption key of the state
 # changelog, and the stream-URL signing secret.
@@ -69,7 +86,8 @@ start api
 # Register every simulated device (bound, with a name), so configuration
 # uploads get their OSD name and stream requests a signed URL.
 api=http://127.0.0.1:8080
-for _ in $(seq 1 100); do curl -fs "$api/healthz" >/dev/null && break; sleep 0.2; done
+# /healthz, /readyz and /metrics are on the ops port (AMS_OPS_ADDR of the api, :9106), not the API port.
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:9106/readyz" >/dev/null && break; sleep 0.2; done
 prefix=0505050505
 echo "registering $devices devices..."
 failed=0
@@ -90,6 +108,6 @@ While the fleet runs (Ctrl-C stops everything), try in another terminal:
 HINT
 echo
 echo "Simulating $devices devices (Ctrl-C to stop). Logs: $logs"
-"$bin" simulate -rsa-public-key-file "$dev/cloud_rsa_public.pem" \
+"$bin" simulate -rsa-public-key-file "$dev/cloud_rsa_public.pem" "${sim_auth[@]}" \
   -sim-devices "$devices" -sim-heartbeat 30s -sim-stream-every 5m -sim-upload-every 10m \
   -sim-duration "$duration" -sim-summary-json "$logs/simulate-summary.json" || true

@@ -76,12 +76,13 @@ type Command struct {
 // value) removes the device.
 type Registration struct {
 	SN          string    `avro:"sn"`
-	TokenSHA256 string    `avro:"token_sha256"` // hex sha256 of the device's MQTT password; the token itself is never stored
+	TokenSHA256 string    `avro:"token_sha256"` // legacy: hex sha256 of the device's MQTT password; "" in new records
 	Bound       bool      `avro:"bound"`        // bound to a user
 	Name        string    `avro:"name"`         // device name shown in the OSD
 	StreamURL   string    `avro:"stream_url"`   // base push URL; empty = the configured default
 	UpdatedAt   time.Time `avro:"updated_at"`
 	UpdatedBy   string    `avro:"updated_by"`
+	TokenHash   string    `avro:"token_hash"` // salted PBKDF2 of the token with its parameters (deviceauth.HashToken); the token itself is never stored
 }
 
 // Device event kinds.

@@ -215,12 +215,13 @@ func startBenchStack(b *testing.B, withClickHouse bool) *benchStack {
 	}
 	api := mqttconform.StartProcess(b, "api", amsBinary, append(append([]string{"api"}, kafkaArgs...),
 		"-http-addr", "127.0.0.1:0",
+		"-ops-addr", "127.0.0.1:0",
 		"-redis-addr", testenv.RedisAddr(),
 		"-redis-prefix", s.id+":",
 		"-api-token", s.token,
 	)...)
 	s.procs["api"] = api
-	s.apiURL = "http://" + api.OpsAddr()
+	s.apiURL = "http://" + api.APIAddr(b)
 	return s
 }
 

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -31,13 +34,23 @@ func apiCommand() command {
 			k.register(fs)
 			lf.register(fs)
 			rf.register(fs)
-			addr := fs.String("http-addr", ":8080", "listen address of the API, with /healthz, /readyz and /metrics (those without authentication)")
-			token := fs.String("api-token", "", "bearer token every API request must carry (required; never logged)")
+			addr := fs.String("http-addr", ":8080", "listen address of the public API (only its authenticated routes)")
+			opsAddr := fs.String("ops-addr", ":9106", "listen address of /healthz, /readyz and /metrics (empty: off); keep it off the public network")
+			token := fs.String("api-token", "", "an admin bearer token named \"default\" (legacy; prefer -api-tokens-file; never logged)")
+			tokenFile := fs.String("api-token-file", "", "file holding the -api-token")
+			tokensFile := fs.String("api-tokens-file", "", "file of named, scoped bearer tokens, one \"name scope token\" or \"name scope sha256:<hex>\" per line (scope: read, command, admin, broker-auth); re-read when its mtime or size changes")
+			tlsCert := fs.String("api-tls-cert-file", "", "PEM certificate (chain) of the API; with -api-tls-key-file the API serves HTTPS (files re-read when they change); without, it expects a TLS-terminating proxy")
+			tlsKey := fs.String("api-tls-key-file", "", "PEM private key of -api-tls-cert-file")
+			loginBurst := fs.Int("broker-login-burst", 5, "failed broker logins allowed at once per client id before logins of that id are denied")
+			loginEvery := fs.Duration("broker-login-every", time.Minute, "one more failed broker login allowed per client id every this long")
 			accountsSpec := fs.String("service-accounts", "", "MQTT service accounts of ams's roles, name:password,... (broker auth; never logged)")
 			accountsFile := fs.String("service-accounts-file", "", "file of MQTT service accounts, one name:password per line")
 			maxWait := fs.Duration("max-wait", 60*time.Second, "longest ?wait= of a command request")
 			mosqDir := fs.String("write-mosquitto-config", "", "write a Mosquitto password file, ACL and ams.conf into this directory, then exit")
 			mosqDevices := fs.String("mosquitto-devices", "", "with -write-mosquitto-config: file of device credentials, one sn:token per line")
+			dynsecAdmin := fs.String("mosquitto-dynsec-admin", "", "with -write-mosquitto-config: also write dynamic-security.json and dynsec.conf (Mosquitto's dynamic-security plugin) with this administrator, who adds devices at run time")
+			dynsecAdminPwFile := fs.String("mosquitto-dynsec-admin-password-file", "", "file holding the password of -mosquitto-dynsec-admin")
+			dynsecTopics := fs.String("mosquitto-service-topics", "", "with -mosquitto-dynsec-admin: comma-separated extra topic filters service accounts may publish and subscribe (the test stack: ams/#)")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -48,10 +61,40 @@ func apiCommand() command {
 					return err
 				}
 				if *mosqDir != "" {
-					return writeMosquittoConfig(stdout, *mosqDir, *mosqDevices, accounts)
+					if err := writeMosquittoConfig(stdout, *mosqDir, *mosqDevices, accounts); err != nil {
+						return err
+					}
+					if *dynsecAdmin == "" {
+						return nil
+					}
+					return writeMosquittoDynsec(stdout, *mosqDir, *mosqDevices, *dynsecAdmin, *dynsecAdminPwFile, *dynsecTopics, accounts)
 				}
-				if *token == "" {
-					return errors.New("no API token: set -api-token or AMS_API_TOKEN")
+				if *tokenFile != "" {
+					b, err := os.ReadFile(*tokenFile)
+					if err != nil {
+						return fmt.Errorf("api token file: %w", err)
+					}
+					*token = strings.TrimSpace(string(b))
+				}
+				if *token == "" && *tokensFile == "" {
+					return errors.New("no API token: set -api-tokens-file (AMS_API_TOKENS_FILE) or -api-token / -api-token-file")
+				}
+				tokens, err := api.NewTokens(*tokensFile, *token)
+				if err != nil {
+					return err
+				}
+				var tlsCfg *tls.Config
+				switch {
+				case *tlsCert != "" && *tlsKey != "":
+					cr, err := api.NewCertReloader(*tlsCert, *tlsKey)
+					if err != nil {
+						return err
+					}
+					tlsCfg = cr.TLSConfig()
+				case *tlsCert != "" || *tlsKey != "":
+					return errors.New("api tls: set both -api-tls-cert-file and -api-tls-key-file")
+				default:
+					log.Warn("api: serving plain HTTP (no -api-tls-cert-file); it expects a TLS-terminating proxy in front, bearer tokens cross the network in clear otherwise")
 				}
 				if _, err := applyNamespace(fs); err != nil {
 					return err
@@ -81,16 +124,24 @@ func apiCommand() command {
 				defer rdb.Close()
 				store := amsredis.NewStore(rdb, rf.keys())
 				ops := opshttp.New(log)
-				srv, err := api.New(api.Config{Token: *token, Names: k.names(), Accounts: accounts, MaxWait: *maxWait},
+				srv, err := api.New(api.Config{Tokens: tokens, Names: k.names(), Accounts: accounts, MaxWait: *maxWait,
+					LoginBurst: *loginBurst, LoginEvery: *loginEvery},
 					store, api.KafkaProducer{Client: cl}, reg, log, ops.Registry)
 				if err != nil {
 					return err
 				}
-				srv.Register(ops.Mux())
 				ops.AddCheck("kafka", func(ctx context.Context) error { return cl.Ping(ctx) })
 				ops.AddCheck("redis", store.Ping)
-				log.Info("api starting", "addr", *addr, "redis", rf.addr, "prefix", rf.prefix, "service_accounts", accounts.Names())
-				return ops.Serve(ctx, *addr)
+				log.Info("api starting", "addr", *addr, "ops_addr", *opsAddr, "tls", tlsCfg != nil, "redis", rf.addr,
+					"prefix", rf.prefix, "service_accounts", accounts.Names(), "tokens", tokens.Names())
+				ln, err := net.Listen("tcp", *addr)
+				if err != nil {
+					return fmt.Errorf("api listen %s: %w", *addr, err)
+				}
+				return runWithOps(ctx, ops, *opsAddr, func(ctx context.Context) error {
+					go tokens.Watch(ctx, 2*time.Second, log)
+					return srv.Serve(ctx, ln, tlsCfg)
+				})
 			}
 		},
 	}
@@ -129,5 +180,41 @@ func writeMosquittoConfig(stdout io.Writer, dir, devicesFile string, accounts de
 	}
 	fmt.Fprintf(stdout, "mosquitto: wrote passwd (%d service accounts, %d devices), acl and ams.conf into %s\n",
 		len(accounts.Names()), len(devices), dir)
+	return nil
+}
+
+func writeMosquittoDynsec(stdout io.Writer, dir, devicesFile, admin, adminPwFile, topics string, accounts deviceauth.Accounts) error {
+	b, err := os.ReadFile(adminPwFile)
+	if err != nil {
+		return fmt.Errorf("mosquitto dynsec admin password: %w", err)
+	}
+	pw := strings.TrimSpace(string(b))
+	if pw == "" {
+		return errors.New("mosquitto dynsec admin password file is empty")
+	}
+	var devices []deviceauth.Credential
+	if devicesFile != "" {
+		f, err := os.Open(devicesFile)
+		if err != nil {
+			return fmt.Errorf("mosquitto devices: %w", err)
+		}
+		devices, err = deviceauth.ReadCredentials(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	var filters []string
+	for _, f := range strings.Split(topics, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			filters = append(filters, f)
+		}
+	}
+	if err := deviceauth.WriteMosquittoDynsec(dir, "", deviceauth.Credential{Username: admin, Password: pw}, accounts, devices,
+		deviceauth.ServiceTopics(filters...)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "mosquitto: wrote dynamic-security.json (administrator %s, %d service accounts, %d devices) and dynsec.conf into %s\n",
+		admin, len(accounts.Names()), len(devices), dir)
 	return nil
 }

@@ -268,7 +268,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		{"ingest", ingestCommand().flags, append([]string{"-ops-addr=", "-instance", "dev", "-mqtt-client-id", "ams-ingest-dev"}, mqttArgs...)},
 		{"egress", egressCommand().flags, append([]string{"-ops-addr=", "-egress-id", "ams-egress-dev"}, mqttArgs...)},
 		{"sink redis", redisSinkFlags, append([]string{"-ops-addr="}, redisArgs...)},
-		{"api", apiCommand().flags, append([]string{"-http-addr", c.httpAddr, "-api-token", sec.apiToken}, redisArgs...)},
+		{"api", apiCommand().flags, append([]string{"-ops-addr=", "-http-addr", c.httpAddr, "-api-token", sec.apiToken}, redisArgs...)},
 	}
 	for _, s := range steps {
 		if err := start(s.name, s.flags, s.args...); err != nil {
@@ -321,7 +321,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	}
 
 	api := "http://" + dialAddr(c.httpAddr)
-	if err := waitHTTP(ctx, api+"/healthz", 30*time.Second, failed); err != nil {
+	if err := waitHTTP(ctx, api+"/v1/command-kinds", sec.apiToken, 30*time.Second, failed); err != nil {
 		var r *devRole
 		if errors.As(err, &r) {
 			return roleFailure(r)
@@ -434,11 +434,16 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 func (r *devRole) Error() string { return "role " + r.name + " stopped" }
 
 // waitHTTP polls url until it answers 200, a role fails or the timeout passes.
-func waitHTTP(ctx context.Context, url string, timeout time.Duration, failed <-chan *devRole) error {
+func waitHTTP(ctx context.Context, url, token string, timeout time.Duration, failed <-chan *devRole) error {
 	deadline := time.Now().Add(timeout)
 	cl := &http.Client{Timeout: 2 * time.Second}
 	for {
-		resp, err := cl.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", url, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := cl.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/mqttdynsec"
 	"github.com/ivms/ams/pkg/protocol"
 )
 
@@ -62,6 +64,8 @@ func simulateCommand() command {
 			sourceAddrs := fs.String("sim-source-addrs", "", "local IP addresses to connect from, comma-separated, round robin (about 28k connections each)")
 			progress := fs.Duration("sim-progress", time.Second, "interval of the live progress line on stderr (0: none)")
 			summaryJSON := fs.String("sim-summary-json", "", "write the final summary as JSON to this file")
+			dynsecAdmin := fs.String("sim-dynsec-admin", "", "before starting, give every device of the fleet its account (sn, -sim-device-password) on a Mosquitto with the dynamic-security plugin, as this administrator")
+			dynsecAdminPwFile := fs.String("sim-dynsec-admin-password-file", "", "file holding the password of -sim-dynsec-admin")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -154,6 +158,12 @@ func simulateCommand() command {
 				if err != nil {
 					return err
 				}
+				if *dynsecAdmin != "" {
+					if err := addFleetAccounts(cfg, *mqttURL, *dynsecAdmin, *dynsecAdminPwFile); err != nil {
+						return err
+					}
+					log.Info("device accounts created on the broker", "devices", cfg.Devices, "admin", *dynsecAdmin)
+				}
 				if *duration > 0 {
 					var cancel context.CancelFunc
 					ctx, cancel = context.WithTimeout(ctx, *duration)
@@ -244,6 +254,31 @@ func writeSummary(path string, sum devicesim.Summary, fs *flag.FlagSet) error {
 	}
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("writing the summary: %w", err)
+	}
+	return nil
+}
+
+// addFleetAccounts creates (or re-creates) the broker account of every
+// device of cfg through Mosquitto's dynamic-security plugin.
+func addFleetAccounts(cfg devicesim.Config, url, admin, pwFile string) error {
+	b, err := os.ReadFile(pwFile)
+	if err != nil {
+		return fmt.Errorf("-sim-dynsec-admin-password-file: %w", err)
+	}
+	cl, err := mqttdynsec.Dial(url, admin, strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var creds []deviceauth.Credential
+	for _, sn := range devicesim.SNs(cfg) {
+		creds = append(creds, deviceauth.Credential{Username: sn, Password: cfg.Token(sn)})
+	}
+	// Left over from an earlier run: deleting what does not exist is an
+	// error the plugin reports and this ignores.
+	_ = cl.RemoveDevices(creds...)
+	if err := cl.AddDevices(creds...); err != nil {
+		return fmt.Errorf("device accounts: %w", err)
 	}
 	return nil
 }

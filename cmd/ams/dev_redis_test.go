@@ -82,7 +82,7 @@ func TestMiniredisRunsTheProjection(t *testing.T) {
 	if err != nil || !ok || c.State != schemas.CommandSucceeded {
 		t.Fatalf("command = %+v %v %v", c, ok, err)
 	}
-	if h, err := store.TokenSHA256(ctx, sn); err != nil || h != "ab" {
+	if h, err := store.TokenHash(ctx, sn); err != nil || h != "ab" {
 		t.Fatalf("token hash = %q %v", h, err)
 	}
 }

@@ -7,6 +7,7 @@ package main
 // the shared Kafka and Redis and a private Mosquitto.
 
 import (
+	"crypto/tls"
 	"os/exec"
 
 	"bytes"
@@ -71,7 +72,8 @@ type e2eStack struct {
 	broker      *mqttconform.Mosquitto
 	redisPrefix string
 	token       string
-	apiURL      string
+	apiURL      string       // https://, verified with apiClient's pool
+	apiClient   *http.Client // trusts the API's test certificate
 	streamBase  string
 	secret      []byte
 	pub         *rsa.PublicKey
@@ -145,6 +147,12 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	uploadSecretFile := filepath.Join(dir, "upload.secret")
 	e2eWriteFile(t, uploadSecretFile, string(s.uploadSecret)+"\n")
 
+	// The API: HTTPS with a test certificate the client verifies, and a
+	// named admin token from a tokens file (what it writes says "e2e-admin").
+	certFile, keyFile, pool := testenv.SelfSignedServerCert(t, dir, "api")
+	tokensFile := filepath.Join(dir, "api.tokens")
+	e2eWriteFile(t, tokensFile, "e2e-admin admin "+s.token+"\n")
+
 	s.broker = mqttconform.StartMosquitto(t, 1000)
 
 	kafkaArgs := []string{
@@ -208,12 +216,15 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	)...)
 	api := mqttconform.StartProcess(t, "api", amsBinary, append(append([]string{"api"}, kafkaArgs...),
 		"-http-addr", "127.0.0.1:0",
+		"-ops-addr", "127.0.0.1:0",
 		"-redis-addr", testenv.RedisAddr(),
 		"-redis-prefix", s.redisPrefix,
-		"-api-token", s.token,
+		"-api-tokens-file", tokensFile,
+		"-api-tls-cert-file", certFile, "-api-tls-key-file", keyFile,
 		"-max-wait", "60s",
 	)...)
-	s.apiURL = "http://" + api.OpsAddr()
+	s.apiURL = "https://" + api.APIAddr(t)
+	s.apiClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	if o.clickhouse {
 		s.startClickHouseSink(kafkaArgs)
 	}
@@ -359,7 +370,7 @@ func (s *e2eStack) apiDo(method, path string, body any) (int, []byte) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.apiClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -3,8 +3,11 @@
 // current state that the Redis sink projects. It also answers the broker's
 // authentication and authorization requests (EMQX 5 HTTP authn / authz).
 //
-// Every route but the operational ones (/healthz, /readyz, /metrics, served
-// by pkg/opshttp beside it) requires "Authorization: Bearer <token>".
+// Every route requires "Authorization: Bearer <token>" of a token whose
+// scope allows it (Tokens, Principal.Allows): 401 without a valid token, 403
+// when its scope does not allow the route. The operational endpoints
+// (/healthz, /readyz, /metrics) are not served here but on the role's
+// separate ops port (pkg/opshttp).
 //
 // Writes are acknowledged by Kafka (acks=all) before the answer: a 202 means
 // the request is in the log. Reads come from Redis, which lags the log by the
@@ -15,8 +18,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,9 +37,9 @@ import (
 // State is the projected current state the API reads (a *redis.Store).
 type State interface {
 	Device(ctx context.Context, sn string) (amsredis.Device, bool, error)
-	RegistrationOf(ctx context.Context, sn string) (r amsredis.Registration, tokenSHA256 string, ok bool, err error)
+	RegistrationOf(ctx context.Context, sn string) (r amsredis.Registration, tokenHash string, ok bool, err error)
 	Registered(ctx context.Context, sn string) (bool, error)
-	TokenSHA256(ctx context.Context, sn string) (string, error)
+	TokenHash(ctx context.Context, sn string) (string, error)
 	ListDevices(ctx context.Context, online bool, cursor string, limit int) ([]amsredis.Device, string, error)
 	Command(ctx context.Context, id string) (amsredis.Command, bool, error)
 	WatchCommand(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error)
@@ -57,7 +58,10 @@ type Encoder interface {
 
 // Config configures a Server.
 type Config struct {
-	// Token is the bearer token every request must carry; required.
+	// Tokens are the valid bearer tokens; when nil, Token is the only one
+	// (an admin token named "default").
+	Tokens *Tokens
+	// Token is the single legacy admin token, used when Tokens is nil.
 	Token string
 	// Names are the Kafka topics.
 	Names kafkatopics.Names
@@ -71,28 +75,38 @@ type Config struct {
 	MaxWaiting int
 	// DefaultLimit and MaxLimit bound a page of devices (default 100, 1000).
 	DefaultLimit, MaxLimit int
-	// RequestedBy is written into commands and registrations (default "api").
-	RequestedBy string
+	// LoginBurst failed broker logins are allowed at once per client id,
+	// then one per LoginEvery (defaults 5 and 1 minute).
+	LoginBurst int
+	LoginEvery time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
 // Server serves the API. Build it with New; it is safe for concurrent use.
 type Server struct {
-	cfg      Config
-	tokenSum [32]byte
-	state    State
-	prod     Producer
-	enc      Encoder
-	log      *slog.Logger
-	m        *metrics
-	waiting  chan struct{} // a slot per waiting request
+	cfg     Config
+	tokens  *Tokens
+	state   State
+	prod    Producer
+	enc     Encoder
+	log     *slog.Logger
+	m       *metrics
+	waiting chan struct{} // a slot per waiting request
+	logins  *deviceauth.LoginLimiter
 }
 
 // New returns a server. reg receives its metrics (nil: none).
 func New(cfg Config, state State, prod Producer, enc Encoder, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
-	if cfg.Token == "" {
-		return nil, errors.New("api: no API token configured (AMS_API_TOKEN)")
+	tokens := cfg.Tokens
+	if tokens == nil {
+		if cfg.Token == "" {
+			return nil, errors.New("api: no API token configured (AMS_API_TOKEN or AMS_API_TOKENS_FILE)")
+		}
+		var err error
+		if tokens, err = NewTokens("", cfg.Token); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
@@ -106,34 +120,39 @@ func New(cfg Config, state State, prod Producer, enc Encoder, log *slog.Logger, 
 	if cfg.MaxLimit <= 0 {
 		cfg.MaxLimit = 1000
 	}
-	if cfg.RequestedBy == "" {
-		cfg.RequestedBy = "api"
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{cfg: cfg, tokenSum: sha256.Sum256([]byte(cfg.Token)), state: state, prod: prod, enc: enc,
-		log: log, m: newMetrics(reg), waiting: make(chan struct{}, cfg.MaxWaiting)}, nil
+	if cfg.LoginBurst <= 0 {
+		cfg.LoginBurst = 5
+	}
+	if cfg.LoginEvery <= 0 {
+		cfg.LoginEvery = time.Minute
+	}
+	return &Server{cfg: cfg, tokens: tokens, state: state, prod: prod, enc: enc,
+		log: log, m: newMetrics(reg), waiting: make(chan struct{}, cfg.MaxWaiting),
+		logins: deviceauth.NewLoginLimiter(cfg.LoginBurst, cfg.LoginEvery, cfg.Now)}, nil
 }
 
 // Register adds the API's routes to mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	routes := []struct {
 		pattern string
+		scope   Scope
 		h       http.HandlerFunc
 	}{
-		{"POST /v1/devices/{sn}/commands", s.postCommand},
-		{"GET /v1/commands/{id}", s.getCommand},
-		{"GET /v1/devices/{sn}", s.getDevice},
-		{"GET /v1/devices", s.listDevices},
-		{"PUT /v1/devices/{sn}", s.putDevice},
-		{"DELETE /v1/devices/{sn}", s.deleteDevice},
-		{"GET /v1/command-kinds", s.listKinds},
-		{"POST /v1/emqx/auth", s.emqxAuth},
-		{"POST /v1/emqx/acl", s.emqxACL},
+		{"POST /v1/devices/{sn}/commands", ScopeCommand, s.postCommand},
+		{"GET /v1/commands/{id}", ScopeRead, s.getCommand},
+		{"GET /v1/devices/{sn}", ScopeRead, s.getDevice},
+		{"GET /v1/devices", ScopeRead, s.listDevices},
+		{"PUT /v1/devices/{sn}", ScopeAdmin, s.putDevice},
+		{"DELETE /v1/devices/{sn}", ScopeAdmin, s.deleteDevice},
+		{"GET /v1/command-kinds", ScopeRead, s.listKinds},
+		{"POST /v1/emqx/auth", ScopeBrokerAuth, s.emqxAuth},
+		{"POST /v1/emqx/acl", ScopeBrokerAuth, s.emqxACL},
 	}
 	for _, r := range routes {
-		mux.Handle(r.pattern, s.instrument(r.pattern, s.authenticated(r.h)))
+		mux.Handle(r.pattern, s.instrument(r.pattern, s.authenticated(r.scope, r.h)))
 	}
 }
 
@@ -144,24 +163,53 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// authenticated refuses a request without the configured bearer token. The
-// comparison is of sha256 digests in constant time, so neither the token
-// nor its length leaks through timing.
-func (s *Server) authenticated(h http.HandlerFunc) http.HandlerFunc {
+// Tokens returns the server's bearer tokens (for Watch or reuse by another handler).
+func (s *Server) Tokens() *Tokens { return s.tokens }
+
+type principalKey struct{}
+
+// PrincipalOf returns the principal a request was authenticated as.
+func PrincipalOf(r *http.Request) (Principal, bool) {
+	p, ok := r.Context().Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// requester is the name recorded as requested_by / updated_by.
+func requester(r *http.Request) string {
+	if p, ok := PrincipalOf(r); ok {
+		return p.Name
+	}
+	return "api"
+}
+
+// BearerToken returns the token of an "Authorization: Bearer <token>" header, or "".
+func BearerToken(r *http.Request) string {
+	const prefix = "Bearer "
+	auth := r.Header.Get("Authorization")
+	if len(auth) > len(prefix) && equalFoldASCII(auth[:len(prefix)], prefix) {
+		return auth[len(prefix):]
+	}
+	return ""
+}
+
+// authenticated answers 401 to a request without a valid bearer token and
+// 403 to one whose token's scope does not allow need; otherwise it calls h
+// with the principal in the request's context.
+func (s *Server) authenticated(need Scope, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		const prefix = "Bearer "
-		auth := r.Header.Get("Authorization")
-		ok := len(auth) > len(prefix) && equalFoldASCII(auth[:len(prefix)], prefix)
-		if ok {
-			got := sha256.Sum256([]byte(auth[len(prefix):]))
-			ok = subtle.ConstantTimeCompare(got[:], s.tokenSum[:]) == 1
-		}
+		p, ok := s.tokens.Authenticate(BearerToken(r))
 		if !ok {
+			s.m.authFailures.WithLabelValues("unauthenticated").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ams"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token", "")
 			return
 		}
-		h(w, r)
+		if !p.Allows(need) {
+			s.m.authFailures.WithLabelValues("forbidden").Inc()
+			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has scope %s; this route needs %s", p.Name, p.Scope, need), "")
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}
 }
 

@@ -93,12 +93,12 @@ func TestAPIEndToEnd(t *testing.T) {
 	if code, _ := do("POST", "/v1/devices/SNE/commands", `{"kind":"reboot"}`); code != http.StatusNotFound {
 		t.Fatalf("command to an unregistered device: %d", code)
 	}
-	if code, body := do("PUT", "/v1/devices/SNE", `{"token":"device-token","name":"gate"}`); code != http.StatusCreated {
+	if code, body := do("PUT", "/v1/devices/SNE", `{"token":"device-token-0001","name":"gate"}`); code != http.StatusCreated {
 		t.Fatalf("PUT: %d %v", code, body)
 	}
 	var regRec schemas.Registration
 	readOne(t, ctx, names.Registry, reg, &regRec)
-	if regRec.SN != "SNE" || regRec.TokenSHA256 != deviceauth.TokenSHA256("device-token") || regRec.Name != "gate" {
+	if regRec.SN != "SNE" || regRec.TokenSHA256 != "" || !deviceauth.VerifyToken(regRec.TokenHash, "device-token-0001") || regRec.Name != "gate" {
 		t.Fatalf("registration %+v", regRec)
 	}
 	// The projection makes the device known.
@@ -111,6 +111,13 @@ func TestAPIEndToEnd(t *testing.T) {
 			t.Fatalf("device not projected: %d %v", code, body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The broker's login check reads the projected slow hash from Redis.
+	for pw, want := range map[string]string{"device-token-0001": "allow", "device-token-0002": "deny"} {
+		code, body := do("POST", "/v1/emqx/auth", `{"clientid":"SNE","username":"SNE","password":"`+pw+`"}`)
+		if code != http.StatusOK || body["result"] != want {
+			t.Fatalf("broker login with %s: %d %v, want %s", pw, code, body, want)
+		}
 	}
 
 	code, body := do("POST", "/v1/devices/SNE/commands", `{"kind":"reboot","timeout":"5s"}`)

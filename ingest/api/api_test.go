@@ -65,7 +65,7 @@ func (f *fakeState) Registered(ctx context.Context, sn string) (bool, error) {
 	return ok, err
 }
 
-func (f *fakeState) TokenSHA256(_ context.Context, sn string) (string, error) {
+func (f *fakeState) TokenHash(_ context.Context, sn string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.hashes[sn], nil
@@ -278,7 +278,7 @@ func TestCommandAccepted(t *testing.T) {
 	}
 	if rec.topic != "ams.commands" || string(rec.key) != "SN1" || cmd.ID != id || cmd.SN != "SN1" || cmd.Kind != "reboot" ||
 		cmd.Body != `{"iReboot":1}` || cmd.TimeoutMs != 30000 || cmd.Offline != schemas.OfflineReject || cmd.ExpiresAt == nil ||
-		cmd.ExpiresAt.Sub(cmd.RequestedAt) != 10*time.Minute || cmd.RequestedBy != "api" {
+		cmd.ExpiresAt.Sub(cmd.RequestedAt) != 10*time.Minute || cmd.RequestedBy != DefaultTokenName {
 		t.Fatalf("record %s %q: %+v", rec.topic, rec.key, cmd)
 	}
 
@@ -355,31 +355,39 @@ func TestRegistration(t *testing.T) {
 	if code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"name":"x"}`); code != http.StatusBadRequest || body["field"] != "token" {
 		t.Fatalf("new device without token: %d %v", code, body)
 	}
-	if code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"token":"t","bound":"yes"}`); code != http.StatusBadRequest || body["field"] != "bound" {
+	if code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"token":"device-token-0002","bound":"yes"}`); code != http.StatusBadRequest || body["field"] != "bound" {
 		t.Fatalf("bound not a boolean: %d %v", code, body)
 	}
-	code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"token":"tok-2","bound":true,"name":"door"}`)
+	// A token shorter than the minimum is refused, naming the field.
+	if code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"token":"tok-2-too-short"}`); code != http.StatusBadRequest || body["field"] != "token" {
+		t.Fatalf("short token: %d %v", code, body)
+	}
+	code, body := h.do(t, "PUT", "/v1/devices/SN2", `{"token":"device-token-0002","bound":true,"name":"door"}`)
 	if code != http.StatusCreated || body["created"] != true || body["token"] != nil {
 		t.Fatalf("%d %v", code, body)
 	}
 	rec := h.prod.last(t)
-	if strings.Contains(string(rec.value), "tok-2") {
-		t.Fatal("the registration record holds the token")
+	if strings.Contains(string(rec.value), "device-token-0002") || strings.Contains(string(rec.value), deviceauth.TokenSHA256("device-token-0002")) {
+		t.Fatal("the registration record holds the token or its plain sha256")
 	}
 	var reg schemas.Registration
 	if err := h.reg.Decode(rec.value, &reg); err != nil {
 		t.Fatal(err)
 	}
-	if rec.topic != "ams.registry" || string(rec.key) != "SN2" || reg.TokenSHA256 != deviceauth.TokenSHA256("tok-2") || !reg.Bound || reg.Name != "door" {
+	if rec.topic != "ams.registry" || string(rec.key) != "SN2" || reg.TokenSHA256 != "" || !strings.HasPrefix(reg.TokenHash, "$pbkdf2-sha256$i=") ||
+		!deviceauth.VerifyToken(reg.TokenHash, "device-token-0002") || deviceauth.VerifyToken(reg.TokenHash, "device-token-0003") ||
+		!reg.Bound || reg.Name != "door" || reg.UpdatedBy != DefaultTokenName {
 		t.Fatalf("%s %+v", rec.topic, reg)
 	}
 
-	// Rename a registered device: the token hash is kept.
+	// Rename a registered device whose registration holds a legacy sha256
+	// (SN1): the token still verifies, now through a slow hash.
 	code, body = h.do(t, "PUT", "/v1/devices/SN1", `{"name":"hall"}`)
 	if code != http.StatusOK || body["name"] != "hall" {
 		t.Fatalf("%d %v", code, body)
 	}
-	if err := h.reg.Decode(h.prod.last(t).value, &reg); err != nil || reg.TokenSHA256 != deviceauth.TokenSHA256("tok-1") || reg.Name != "hall" {
+	if err := h.reg.Decode(h.prod.last(t).value, &reg); err != nil || reg.TokenSHA256 != "" ||
+		!strings.HasPrefix(reg.TokenHash, "$pbkdf2-sha256-hex-sha256$") || !deviceauth.VerifyToken(reg.TokenHash, "tok-1") || reg.Name != "hall" {
 		t.Fatalf("%+v %v", reg, err)
 	}
 

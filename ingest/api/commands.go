@@ -150,7 +150,7 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cmd, err := BuildCommand(req, sn, id, s.cfg.RequestedBy, s.cfg.Now())
+	cmd, err := BuildCommand(req, sn, id, requester(r), s.cfg.Now())
 	if err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {

@@ -14,7 +14,7 @@ import (
 // DeviceRequest is the body of PUT /v1/devices/{sn}. Omitted fields keep
 // their registered value; a new device needs a token.
 type DeviceRequest struct {
-	Token     *string `json:"token"`      // the device's MQTT password; stored only as its sha256
+	Token     *string `json:"token"`      // the device's MQTT password, at least 16 bytes; stored only as a salted slow hash
 	Bound     *bool   `json:"bound"`      // bound to a user
 	Name      *string `json:"name"`       // name shown in the OSD
 	StreamURL *string `json:"stream_url"` // base push URL; "" = the configured default
@@ -95,17 +95,25 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, err)
 		return
 	}
-	reg := schemas.Registration{SN: sn, UpdatedAt: s.cfg.Now().UTC(), UpdatedBy: s.cfg.RequestedBy}
+	reg := schemas.Registration{SN: sn, UpdatedAt: s.cfg.Now().UTC(), UpdatedBy: requester(r)}
 	if exists {
-		reg.TokenSHA256, reg.Bound, reg.Name, reg.StreamURL = oldHash, old.Bound, old.Name, old.StreamURL
+		reg.Bound, reg.Name, reg.StreamURL = old.Bound, old.Name, old.StreamURL
+		// A legacy sha256 is wrapped in PBKDF2 on this write (no plain token needed).
+		if reg.TokenHash, err = deviceauth.UpgradeHash(oldHash); err != nil {
+			s.internal(w, r, err)
+			return
+		}
 	}
 	switch {
 	case req.Token != nil:
-		if *req.Token == "" || len(*req.Token) > maxTokenLen {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("token must be 1 to %d bytes", maxTokenLen), "token")
+		if len(*req.Token) < deviceauth.MinDeviceTokenLen || len(*req.Token) > maxTokenLen {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("token must be %d to %d bytes", deviceauth.MinDeviceTokenLen, maxTokenLen), "token")
 			return
 		}
-		reg.TokenSHA256 = deviceauth.TokenSHA256(*req.Token)
+		if reg.TokenHash, err = deviceauth.HashToken(*req.Token); err != nil {
+			s.internal(w, r, err)
+			return
+		}
 	case !exists:
 		writeError(w, http.StatusBadRequest, "token is required to register a new device", "token")
 		return

@@ -13,11 +13,15 @@ import (
 // {"clientid": "${clientid}", "username": "${username}", "password": "${password}"}
 // and its HTTP authorizer with POST {api}/v1/emqx/acl, body
 // {"clientid": "${clientid}", "username": "${username}", "topic": "${topic}", "action": "${action}"},
-// both with the header "Authorization: Bearer <AMS_API_TOKEN>". Each answers
+// both with the header "Authorization: Bearer <token>" of a token with scope
+// broker-auth (or admin). Each answers
 // 200 with {"result": "allow" | "deny"} (and "is_superuser": false for
 // authentication); a failure to read Redis is a 503, which EMQX treats as
 // "ignore" (the next authenticator in its chain decides, or the client is
-// refused).
+// refused). Failed logins are limited per client id (Config.LoginBurst,
+// LoginEvery): past the limit a login is denied without checking its
+// password, with reason rate_limited (metric
+// ams_api_broker_login_rate_limited_total).
 
 type emqxResult struct {
 	Result      string `json:"result"`
@@ -36,10 +40,18 @@ func (s *Server) emqxAuth(w http.ResponseWriter, r *http.Request) {
 	if !decodeLoose(w, r, &l) {
 		return
 	}
+	// A client id that failed too often is refused before any hashing.
+	if !s.logins.Allow(l.ClientID) {
+		s.m.loginLimited.Inc()
+		s.m.brokerAuth.WithLabelValues("authn", "deny", deviceauth.ReasonRateLimited).Inc()
+		no := false
+		writeJSON(w, http.StatusOK, emqxResult{Result: "deny", IsSuperuser: &no})
+		return
+	}
 	hash := ""
 	if !s.cfg.Accounts.Has(l.Username) && protocol.ValidSN(l.Username) {
 		var err error
-		if hash, err = s.state.TokenSHA256(r.Context(), l.Username); err != nil {
+		if hash, err = s.state.TokenHash(r.Context(), l.Username); err != nil {
 			s.log.Error("api: emqx auth: read registration", "username", l.Username, "err", err)
 			writeError(w, http.StatusServiceUnavailable, "registration unavailable", "")
 			return
@@ -48,6 +60,7 @@ func (s *Server) emqxAuth(w http.ResponseWriter, r *http.Request) {
 	d := deviceauth.Authenticate(l, s.cfg.Accounts, hash)
 	s.m.brokerAuth.WithLabelValues("authn", result(d.Allow), d.Reason).Inc()
 	if !d.Allow {
+		s.logins.Failed(l.ClientID)
 		s.log.Info("api: broker login refused", "clientid", l.ClientID, "username", l.Username, "reason", d.Reason)
 	}
 	no := false

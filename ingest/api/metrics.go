@@ -9,11 +9,13 @@ import (
 )
 
 type metrics struct {
-	requests    *prometheus.CounterVec   // route, code
-	duration    *prometheus.HistogramVec // route
-	brokerAuth  *prometheus.CounterVec   // kind (authn, authz), result, reason
-	waiting     prometheus.Gauge
-	waitRefused prometheus.Counter
+	requests     *prometheus.CounterVec   // route, code
+	duration     *prometheus.HistogramVec // route
+	brokerAuth   *prometheus.CounterVec   // kind (authn, authz), result, reason
+	authFailures *prometheus.CounterVec   // reason (unauthenticated, forbidden)
+	loginLimited prometheus.Counter
+	waiting      prometheus.Gauge
+	waitRefused  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -24,13 +26,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "HTTP API request duration by route (a ?wait= request included)", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"route"}),
 		brokerAuth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_api_broker_auth_total",
 			Help: "broker authentication (authn) and authorization (authz) decisions by result and reason"}, []string{"kind", "result", "reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ams_api_auth_failures_total",
+			Help: "API requests refused: unauthenticated (401) or forbidden by the token's scope (403)"}, []string{"reason"}),
+		loginLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_api_broker_login_rate_limited_total",
+			Help: "broker logins denied because their client id failed too often (token bucket per client id)"}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_api_waiting_requests",
 			Help: "command requests waiting (?wait=) for a final state"}),
 		waitRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_api_wait_refused_total",
 			Help: "?wait= requests answered at once because too many were waiting"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.brokerAuth, m.waiting, m.waitRefused)
+		reg.MustRegister(m.requests, m.duration, m.brokerAuth, m.authFailures, m.loginLimited, m.waiting, m.waitRefused)
 	}
 	return m
 }

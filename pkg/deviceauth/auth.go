@@ -5,8 +5,9 @@
 // The policy (PROTOCOL.md, Transport):
 //   - A device logs in with client id = username = its serial number (sn) and
 //     the token of its registration as password. The registration holds only
-//     the hex sha256 of the token (schemas.Registration.TokenSHA256), so the
-//     token is checked by hashing the presented password.
+//     a salted PBKDF2 hash of the token (schemas.Registration.TokenHash, see
+//     HashToken), or the bare sha256 of registrations written before it, so
+//     the token is checked by hashing the presented password (VerifyToken).
 //   - A device may publish only to /ivms/pub/{its sn} and subscribe only to
 //     /ivms/sub/{its sn} and the broadcast topic /ivms/push.
 //   - ams's own roles (ingest, egress, ...) log in with service accounts from
@@ -34,8 +35,8 @@ import (
 	"github.com/ivms/ams/pkg/protocol"
 )
 
-// TokenSHA256 returns the hex sha256 of a device token, the form a
-// registration stores (schemas.Registration.TokenSHA256).
+// TokenSHA256 returns the hex sha256 of a device token, the form
+// registrations stored before HashToken (schemas.Registration.TokenSHA256).
 func TokenSHA256(token string) string {
 	s := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(s[:])
@@ -184,13 +185,15 @@ const (
 	ReasonServiceTopic    = "service_topic"
 	ReasonNotServiceTopic = "not_service_topic"
 	ReasonBadAction       = "bad_action"
+	ReasonRateLimited     = "rate_limited"
 )
 
-// Authenticate decides a login. tokenSHA256 is the registration's token
-// hash for l.Username, or "" when no device of that sn is registered (it is
-// ignored for service accounts). A service account name always logs in as
-// that service, never as a device.
-func Authenticate(l Login, accounts Accounts, tokenSHA256 string) Decision {
+// Authenticate decides a login. tokenHash is the registration's stored
+// token hash for l.Username (HashToken's form or a legacy hex sha256), or ""
+// when no device of that sn is registered (it is ignored for service
+// accounts). A service account name always logs in as that service, never
+// as a device.
+func Authenticate(l Login, accounts Accounts, tokenHash string) Decision {
 	if accounts.Has(l.Username) {
 		if accounts.check(l.Username, l.Password) {
 			return Decision{Allow: true, Service: true, Reason: ReasonService}
@@ -202,11 +205,10 @@ func Authenticate(l Login, accounts Accounts, tokenSHA256 string) Decision {
 		return Decision{Reason: ReasonBadUsername}
 	case l.ClientID != l.Username:
 		return Decision{Reason: ReasonClientIDNotSN}
-	case tokenSHA256 == "":
+	case tokenHash == "":
 		return Decision{Reason: ReasonUnknownDevice}
 	}
-	got := TokenSHA256(l.Password)
-	if subtle.ConstantTimeCompare([]byte(got), []byte(strings.ToLower(tokenSHA256))) != 1 {
+	if !VerifyToken(tokenHash, l.Password) {
 		return Decision{Reason: ReasonBadPassword}
 	}
 	return Decision{Allow: true, Reason: ReasonDevice}

@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/pkg/testenv"
 )
 
 // testCloud is a tiny cloud for tests: it subscribes to every device's
@@ -86,7 +87,9 @@ func newTestCloud(t testing.TB, prefix string) *testCloud {
 // start connects the cloud to the broker and subscribes to the uplinks.
 func (c *testCloud) start(brokerURL string) {
 	t := c.t
-	opts := mqtt.NewClientOptions().AddBroker(brokerURL).
+	// A service of the stack's broker (its role account; empty on an open broker).
+	user, pw := testenv.MQTTRoleAccount()
+	opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetUsername(user).SetPassword(pw).
 		SetClientID(fmt.Sprintf("testcloud-%s-%d", c.prefix, time.Now().UnixNano())).
 		SetCleanSession(true).SetOrderMatters(true).SetAutoReconnect(false)
 	c.client = mqtt.NewClient(opts)

@@ -256,10 +256,9 @@ func New(cfg Config) (*Fleet, error) {
 		bySN:    make(map[string]*Device, cfg.Devices),
 		limiter: newLimiter(cfg.Ramp),
 	}
-	digits := SNLength - len(cfg.SNPrefix)
+	sns := SNs(cfg)
 	for i := range f.devices {
-		n := strconv.Itoa(cfg.FirstIndex + i)
-		sn := cfg.SNPrefix + zeros(digits-len(n)) + n
+		sn := sns[i]
 		d := newDevice(f, i, sn)
 		if len(cfg.SourceAddrs) > 0 {
 			d.laddr = &net.TCPAddr{IP: cfg.SourceAddrs[i%len(cfg.SourceAddrs)]}
@@ -286,6 +285,19 @@ func (f *Fleet) Config() Config { return f.cfg }
 func (f *Fleet) Len() int { return len(f.devices) }
 
 // Device returns the i-th device (0-based), nil if there is none.
+// SNs returns the serial numbers of cfg's devices, in order (the prefix,
+// then the number FirstIndex+i zero-padded to SNLength), e.g. to give the
+// broker their credentials before the fleet starts.
+func SNs(cfg Config) []string {
+	out := make([]string, cfg.Devices)
+	digits := SNLength - len(cfg.SNPrefix)
+	for i := range out {
+		n := strconv.Itoa(cfg.FirstIndex + i)
+		out[i] = cfg.SNPrefix + zeros(digits-len(n)) + n
+	}
+	return out
+}
+
 func (f *Fleet) Device(i int) *Device {
 	if i < 0 || i >= len(f.devices) {
 		return nil

@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/testenv"
 )
 
 // TestFleetAgainstMosquitto runs 200 devices and the test cloud against the
-// real broker (AMS_MQTT_URL, default tcp://127.0.0.1:1883). The sn prefix is
+// real broker (AMS_MQTT_URL, default tcp://127.0.0.1:1883), each device
+// with its own credentials and the cloud with the tests' role account when
+// the broker requires them. The sn prefix is
 // random, so concurrent runs do not serve each other's devices; but any
 // other cloud on the broker (an ams pipeline reading /ivms/pub/+) would
 // answer them too, which the test reports as such.
@@ -30,6 +33,14 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 	cfg.UploadEvery = 2 * time.Second
 	cfg.ReplyTimeout = 10 * time.Second
 	cfg.HandshakeTimeout = 10 * time.Second
+	// Each device logs in with its own credentials, registered on the
+	// broker for this test (testenv.MQTTDevices; nothing on an open broker).
+	cfg.Token = func(sn string) string { return "token-" + sn }
+	var creds []deviceauth.Credential
+	for _, sn := range SNs(cfg) {
+		creds = append(creds, deviceauth.Credential{Username: sn, Password: cfg.Token(sn)})
+	}
+	testenv.MQTTDevices(t, creds...)
 	f, stop := startFleet(t, cfg)
 	waitFor(t, 60*time.Second, "every device ready, configured, with 2 heartbeat replies each", func(s Stats) bool {
 		if s.HandshakeDups > 0 {

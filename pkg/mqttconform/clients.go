@@ -19,10 +19,13 @@ import (
 // the original token as if acknowledged). After a failure the next Publish
 // dials again.
 type Device struct {
-	SN  string
-	url string
-	mu  sync.Mutex
-	cl  mqtt.Client
+	SN string
+	// Token is the device's password (empty: none, for an open broker;
+	// on the stack's broker register it with testenv.MQTTDevice first).
+	Token string
+	url   string
+	mu    sync.Mutex
+	cl    mqtt.Client
 }
 
 // NewDevice returns a device of the broker at url.
@@ -40,7 +43,7 @@ func (d *Device) client(ctx context.Context) (mqtt.Client, error) {
 	}
 	backoff := 50 * time.Millisecond
 	for {
-		opts := mqtt.NewClientOptions().AddBroker(d.url).SetClientID(d.SN).SetUsername(d.SN).
+		opts := mqtt.NewClientOptions().AddBroker(d.url).SetClientID(d.SN).SetUsername(d.SN).SetPassword(d.Token).
 			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 			SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).SetWriteTimeout(10 * time.Second)
 		cl := mqtt.NewClient(opts)

@@ -58,9 +58,14 @@ type Process struct {
 	mu      sync.Mutex
 	opsAddr string
 	addrC   chan struct{}
+	apiAddr string
+	apiC    chan struct{}
 }
 
-var opsLine = regexp.MustCompile(`msg="ops http listening" addr=(\S+)`)
+var (
+	opsLine = regexp.MustCompile(`msg="ops http listening" addr=(\S+)`)
+	apiLine = regexp.MustCompile(`msg="api listening" addr=(\S+)`)
+)
 
 // StartProcess runs bin with args (add "-ops-addr 127.0.0.1:0" so readiness
 // can be polled), and waits until its /readyz answers 200. Its stderr goes
@@ -68,7 +73,7 @@ var opsLine = regexp.MustCompile(`msg="ops http listening" addr=(\S+)`)
 // killed when the test ends.
 func StartProcess(t testing.TB, name, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{name: name, done: make(chan struct{}), addrC: make(chan struct{})}
+	p := &Process{name: name, done: make(chan struct{}), addrC: make(chan struct{}), apiC: make(chan struct{})}
 	f, err := os.CreateTemp(t.TempDir(), name+"-*.log")
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +96,14 @@ func StartProcess(t testing.TB, name, bin string, args ...string) *Process {
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
+				p.mu.Lock()
+				if p.apiAddr == "" {
+					p.apiAddr = m[1]
+					close(p.apiC)
+				}
+				p.mu.Unlock()
+			}
 			if m := opsLine.FindStringSubmatch(sc.Text()); m != nil {
 				p.mu.Lock()
 				if p.opsAddr == "" {
@@ -173,6 +186,22 @@ func (p *Process) OpsAddr() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.opsAddr
+}
+
+// APIAddr is the address of an `ams api` process's public API (its
+// "api listening" log line), waiting up to 30 s for it.
+func (p *Process) APIAddr(t testing.TB) string {
+	t.Helper()
+	select {
+	case <-p.apiC:
+	case <-p.done:
+		t.Fatalf("%s exited before serving its API: %v", p.name, p.err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no api address logged within 30s", p.name)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.apiAddr
 }
 
 // Kill sends SIGKILL and waits for the process to exit.

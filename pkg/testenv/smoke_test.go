@@ -226,9 +226,7 @@ func TestClickHouse(t *testing.T) {
 
 func mqttConnect(t *testing.T, name string) mqtt.Client {
 	t.Helper()
-	opts := mqtt.NewClientOptions().
-		AddBroker(testenv.MQTTURL()).
-		SetClientID(testenv.Unique(t, name)).
+	opts := testenv.MQTTOptions(testenv.Unique(t, name)).
 		SetCleanSession(true).
 		SetConnectTimeout(5 * time.Second).
 		SetAutoReconnect(false).
@@ -274,7 +272,7 @@ func TestMQTTRoundTrip(t *testing.T) {
 // TestMQTTSharedSubscription checks that two members of one shared subscription on a
 // device-style topic (leading slash) together receive every message exactly once.
 func TestMQTTSharedSubscription(t *testing.T) {
-	base := "/" + testenv.Unique(t, "smoke") + "/pub"
+	base := "/ams/" + testenv.Unique(t, "smoke") + "/pub" // /ams/#: the stack broker's test topics
 	filter := "$share/" + testenv.Unique(t, "g") + "/" + base + "/+"
 	const n = 200
 

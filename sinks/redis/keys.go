@@ -23,7 +23,8 @@
 // last_seen (unix ms, the latest of every event and transition); session
 // ("1" after a handshake, "0" after a disconnect), session_at; config (the
 // last configuration body, JSON), config_at; registered ("1" while
-// ams.registry holds the device), token_sha256, bound ("1"/"0"), name,
+// ams.registry holds the device), token_hash (or token_sha256, written
+// before it), bound ("1"/"0"), name,
 // stream_url, reg_updated_at, reg_updated_by.
 //
 // Command hash fields: id, sn, kind, code, state, seq, at, reason, msg_id,

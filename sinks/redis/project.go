@@ -97,14 +97,16 @@ place(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return 1
 `
 
-// KEYS: dev, online, offline. ARGV: sn, present, token_sha256, bound, name,
-// stream_url, updated_at, updated_by.
+// KEYS: dev, online, offline. ARGV: sn, present, token_hash, bound, name,
+// stream_url, updated_at, updated_by. The legacy token_sha256 field (written
+// before token_hash) is removed on every write.
 const luaRegistration = luaLib + `
 if ARGV[2] == '1' then
-  redis.call('HSET', KEYS[1], 'registered', '1', 'token_sha256', ARGV[3], 'bound', ARGV[4], 'name', ARGV[5],
+  redis.call('HDEL', KEYS[1], 'token_sha256')
+  redis.call('HSET', KEYS[1], 'registered', '1', 'token_hash', ARGV[3], 'bound', ARGV[4], 'name', ARGV[5],
     'stream_url', ARGV[6], 'reg_updated_at', ARGV[7], 'reg_updated_by', ARGV[8])
 else
-  redis.call('HDEL', KEYS[1], 'registered', 'token_sha256', 'bound', 'name', 'stream_url', 'reg_updated_at', 'reg_updated_by')
+  redis.call('HDEL', KEYS[1], 'registered', 'token_hash', 'token_sha256', 'bound', 'name', 'stream_url', 'reg_updated_at', 'reg_updated_by')
 end
 place(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
 return 1
@@ -230,7 +232,11 @@ func (p *Projector) plan(r *kgo.Record) (op, error) {
 		if err := p.codec.Decode(r.Value, &reg); err != nil {
 			return skip(err)
 		}
-		o.args = []any{sn, "1", strings.ToLower(reg.TokenSHA256), b01(reg.Bound), reg.Name, reg.StreamURL, ms(reg.UpdatedAt), reg.UpdatedBy}
+		hash := reg.TokenHash
+		if hash == "" { // a registration written before token_hash
+			hash = strings.ToLower(reg.TokenSHA256)
+		}
+		o.args = []any{sn, "1", hash, b01(reg.Bound), reg.Name, reg.StreamURL, ms(reg.UpdatedAt), reg.UpdatedBy}
 		return o, nil
 	case p.names.Presence:
 		var pr schemas.Presence

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,22 @@ func TestPlan(t *testing.T) {
 		Value: enc(&schemas.CommandEvent{CommandID: "C1", SN: "SN1", State: schemas.CommandFailed, At: at, Seq: 3})})
 	if err != nil || o.keys[0] != "t:cmd:C1" || o.keys[2] != "t:dev:SN1:pending" || o.args[3] != "1" || o.args[13] != "t:cmd:C1:events" {
 		t.Fatalf("command event: %+v %v", o, err)
+	}
+
+	// Registrations: the slow token_hash is projected; an old record's
+	// token_sha256 only when it has no token_hash (lower-cased).
+	legacy := strings.Repeat("AB", 32)
+	for _, c := range []struct {
+		reg  schemas.Registration
+		want string
+	}{
+		{schemas.Registration{SN: "SN1", TokenHash: "$pbkdf2-sha256$i=10000$c2FsdA$a2V5", UpdatedAt: at}, "$pbkdf2-sha256$i=10000$c2FsdA$a2V5"},
+		{schemas.Registration{SN: "SN1", TokenSHA256: legacy, UpdatedAt: at}, strings.ToLower(legacy)},
+	} {
+		o, err = p.plan(&kgo.Record{Topic: names.Registry, Key: []byte("SN1"), Value: enc(&c.reg)})
+		if err != nil || o.args[1] != "1" || o.args[2] != c.want {
+			t.Fatalf("registration %+v: %+v %v", c.reg, o, err)
+		}
 	}
 
 	// Undecodable, a Presence on the command events topic, an unknown topic:

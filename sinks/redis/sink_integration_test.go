@@ -149,6 +149,9 @@ func (f *fixture) snapshot(prefix string) map[string]string {
 	return out
 }
 
+// slowHash is a registration's token_hash (its content is not checked here).
+const slowHash = "$pbkdf2-sha256$i=10000$c2FsdHNhbHRzYWx0$a2V5a2V5a2V5a2V5a2V5a2V5"
+
 func ts(sec int) time.Time { return time.Unix(1_700_000_000+int64(sec), 0).UTC() }
 
 func (f *fixture) produceLog() {
@@ -157,7 +160,9 @@ func (f *fixture) produceLog() {
 		return &schemas.Registration{SN: sn, TokenSHA256: strings.Repeat("ab", 32), Name: name, Bound: true, UpdatedAt: ts(0), UpdatedBy: "test"}
 	}
 	f.produce(n.Registry, "SN1", reg("SN1", "cam1"))
-	f.produce(n.Registry, "SN2", reg("SN2", "cam2"))
+	reg2 := reg("SN2", "cam2") // written since token_hash: no sha256
+	reg2.TokenSHA256, reg2.TokenHash = "", slowHash
+	f.produce(n.Registry, "SN2", reg2)
 	f.produce(n.Registry, "SN3", reg("SN3", "cam3"))
 	f.produce(n.Registry, "SN3", nil) // tombstone
 	f.produce(n.Registry, "SN4", reg("SN4", "never-seen"))
@@ -215,8 +220,14 @@ func TestSinkReplay(t *testing.T) {
 	if _, ok, _ := st.Device(ctx, "SN3"); ok {
 		t.Fatalf("SN3 (deleted, never seen) still has state: %v", a)
 	}
-	if h, _ := st.TokenSHA256(ctx, "SN1"); h != strings.Repeat("ab", 32) {
+	if h, _ := st.TokenHash(ctx, "SN1"); h != strings.Repeat("ab", 32) {
+		t.Fatalf("legacy token hash %q", h)
+	}
+	if h, _ := st.TokenHash(ctx, "SN2"); h != slowHash {
 		t.Fatalf("token hash %q", h)
+	}
+	if _, h, ok, err := st.RegistrationOf(ctx, "SN2"); !ok || err != nil || h != slowHash {
+		t.Fatalf("registration of SN2: hash %q %v %v", h, ok, err)
 	}
 	on, next, err := st.ListDevices(ctx, true, "", 10)
 	if err != nil || len(on) != 1 || on[0].SN != "SN1" || next != "" {
@@ -327,7 +338,7 @@ func TestSinkNoStall(t *testing.T) {
 	}
 	st := NewStore(f.rdb, Keys{Prefix: p})
 	for i := range 5 {
-		if h, err := st.TokenSHA256(ctx, fmt.Sprintf("AFTER%d", i)); err != nil || h != strings.Repeat("cd", 32) {
+		if h, err := st.TokenHash(ctx, fmt.Sprintf("AFTER%d", i)); err != nil || h != strings.Repeat("cd", 32) {
 			t.Fatalf("AFTER%d not projected: %q %v", i, h, err)
 		}
 	}

@@ -138,17 +138,21 @@ func str(v any) string {
 	return s
 }
 
-// TokenSHA256 returns the token hash of a registered device, or "" when the
+// TokenHash returns the stored token hash of a registered device
+// (deviceauth.HashToken's form, or a legacy hex sha256), or "" when the
 // device is not registered.
-func (s *Store) TokenSHA256(ctx context.Context, sn string) (string, error) {
-	v, err := s.rdb.HMGet(ctx, s.keys.Device(sn), "registered", "token_sha256").Result()
+func (s *Store) TokenHash(ctx context.Context, sn string) (string, error) {
+	v, err := s.rdb.HMGet(ctx, s.keys.Device(sn), "registered", "token_hash", "token_sha256").Result()
 	if err != nil {
 		return "", fmt.Errorf("redis: registration of %s: %w", sn, err)
 	}
 	if str(v[0]) != "1" {
 		return "", nil
 	}
-	return str(v[1]), nil
+	if h := str(v[1]); h != "" {
+		return h, nil
+	}
+	return str(v[2]), nil
 }
 
 // Registered reports whether ams.registry holds the device.
@@ -163,9 +167,10 @@ func (s *Store) Registered(ctx context.Context, sn string) (bool, error) {
 	return v == "1", nil
 }
 
-// RegistrationOf returns a device's registration with its token hash, for
-// updates that keep fields not given; ok is false when not registered.
-func (s *Store) RegistrationOf(ctx context.Context, sn string) (r Registration, tokenSHA256 string, ok bool, err error) {
+// RegistrationOf returns a device's registration with its stored token hash
+// (as TokenHash), for updates that keep fields not given; ok is false when
+// not registered.
+func (s *Store) RegistrationOf(ctx context.Context, sn string) (r Registration, tokenHash string, ok bool, err error) {
 	h, err := s.rdb.HGetAll(ctx, s.keys.Device(sn)).Result()
 	if err != nil {
 		return Registration{}, "", false, fmt.Errorf("redis: registration of %s: %w", sn, err)
@@ -174,7 +179,11 @@ func (s *Store) RegistrationOf(ctx context.Context, sn string) (r Registration, 
 	if !d.Registered {
 		return Registration{}, "", false, nil
 	}
-	return *d.Registration, h["token_sha256"], true, nil
+	tokenHash = h["token_hash"]
+	if tokenHash == "" {
+		tokenHash = h["token_sha256"]
+	}
+	return *d.Registration, tokenHash, true, nil
 }
 
 // ListDevices returns up to limit devices online (or offline), in sn order,
