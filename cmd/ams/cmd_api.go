@@ -6,17 +6,23 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/ingest/api"
+	"github.com/ivms/ams/ingest/console"
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
+	chsink "github.com/ivms/ams/sinks/clickhouse"
 	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
@@ -31,6 +37,10 @@ func apiCommand() command {
 			k.register(fs)
 			lf.register(fs)
 			rf.register(fs)
+			var ch clickHouseFlags
+			ch.register(fs)
+			consoleOn := fs.Bool("console", true, "serve the fleet console under /ui/ (history from ClickHouse, -clickhouse-*)")
+			consoleSecure := fs.Bool("console-secure-cookie", false, "mark the console's cookies Secure on plain HTTP too (behind a TLS-terminating proxy)")
 			addr := fs.String("http-addr", ":8080", "listen address of the API, with /healthz, /readyz and /metrics (those without authentication)")
 			token := fs.String("api-token", "", "bearer token every API request must carry (required; never logged)")
 			accountsSpec := fs.String("service-accounts", "", "MQTT service accounts of ams's roles, name:password,... (broker auth; never logged)")
@@ -79,6 +89,13 @@ func apiCommand() command {
 					return err
 				}
 				srv.Register(ops.Mux())
+				if *consoleOn {
+					hist, err := startConsole(ops.Mux(), *token, *consoleSecure, k, rf, ch, rdb, cl, reg, log)
+					if err != nil {
+						return err
+					}
+					defer hist.Close()
+				}
 				ops.AddCheck("kafka", func(ctx context.Context) error { return cl.Ping(ctx) })
 				ops.AddCheck("redis", store.Ping)
 				log.Info("api starting", "addr", *addr, "redis", rf.addr, "prefix", rf.prefix, "service_accounts", accounts.Names())
@@ -122,4 +139,27 @@ func writeMosquittoConfig(stdout io.Writer, dir, devicesFile string, accounts de
 	fmt.Fprintf(stdout, "mosquitto: wrote passwd (%d service accounts, %d devices), acl and ams.conf into %s\n",
 		len(accounts.Names()), len(devices), dir)
 	return nil
+}
+
+// startConsole adds the fleet console (ingest/console) to mux. Until the API
+// has named, scoped tokens, the API token signs in as "default" with scope
+// command.
+func startConsole(mux *http.ServeMux, token string, secureCookie bool, k kafkaFlags, rf redisFlags, ch clickHouseFlags,
+	rdb goredis.UniversalClient, cl *kgo.Client, reg *schemas.Registry, log *slog.Logger) (*console.History, error) {
+	chOpts := ch.options()
+	hist, err := console.NewHistory(chOpts.Database, func(ctx context.Context) (driver.Conn, error) { return chsink.Open(ctx, chOpts) })
+	if err != nil {
+		return nil, err
+	}
+	auth, err := console.NewTokens(console.Token{Name: "default", Scope: console.ScopeCommand, Secret: token})
+	if err != nil {
+		return nil, err
+	}
+	con, err := console.New(console.Config{Names: k.names(), Keys: rf.keys(), SecureCookie: secureCookie},
+		console.Deps{Auth: auth, Redis: rdb, Producer: api.KafkaProducer{Client: cl}, Encoder: reg, History: hist, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	con.Register(mux)
+	return hist, nil
 }
