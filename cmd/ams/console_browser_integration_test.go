@@ -378,7 +378,7 @@ func (r *consoleRig) keyboardReachable() {
 	controls, err := chromedp.Run(r.ctx, chromedp.Evaluate[[]string](`(function(){
 		var n = 0;
 		document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary').forEach(function (e) {
-			if (e.disabled || e.offsetParent === null) { return; }
+			if (e.disabled || !e.checkVisibility()) { return; }
 			e.setAttribute('data-kb', 'c' + (n++));
 		});
 		document.activeElement && document.activeElement.blur();
