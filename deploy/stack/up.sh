@@ -115,6 +115,11 @@ if wants clickhouse; then
 	have clickhouse-server || pkgs+=(clickhouse-server)
 	have clickhouse-client || pkgs+=(clickhouse-client)
 fi
+# The console's browser tests (cmd/ams TestConsoleInBrowser) drive Debian's chromium; installed
+# with the whole stack (no service named), which is what `make up` / `make test` ask for.
+if [[ $# -eq 0 ]] && ! have chromium; then
+	pkgs+=(chromium)
+fi
 
 # The broker's jars: gathered from Maven Central (cached in ~/.m2) once per pom.xml content.
 KAFKA_LIBS="$STACK/kafka/libs"

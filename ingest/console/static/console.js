@@ -36,6 +36,14 @@
     es.addEventListener('command', function (e) {
       var d = JSON.parse(e.data);
       set(root, 'state', d.state);
+      var sn = document.getElementById('cmd-sn');
+      if (sn && d.sn && !sn.querySelector('a')) {
+        var a = document.createElement('a');
+        a.href = '/ui/cameras/' + encodeURIComponent(d.sn);
+        a.textContent = d.sn;
+        sn.textContent = '';
+        sn.appendChild(a);
+      }
       var kind = document.getElementById('cmd-kind');
       if (kind) { kind.textContent = d.kind || ''; }
       var reply = document.getElementById('cmd-reply');
