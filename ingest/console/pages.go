@@ -399,4 +399,3 @@ func writeJSONError(w http.ResponseWriter, status int, msg, field string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "field": field})
 }
-
