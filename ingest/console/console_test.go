@@ -385,3 +385,18 @@ func TestCameras(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONString(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`{"sFwVersion":"V2.3.7 build 1","x":1}`, "V2.3.7 build 1"},
+		{`{"a":"b", "sFwVersion": "V1"}`, "V1"},
+		{`{"sFwVersion":"V\"2\\/x"}`, `V"2\/x`},
+		{`{"sFwVersion":7}`, ""},
+		{`{"other":"x"}`, ""},
+		{``, ""},
+	} {
+		if got := jsonString(tc.doc, "sFwVersion"); got != tc.want {
+			t.Errorf("jsonString(%s) = %q, want %q", tc.doc, got, tc.want)
+		}
+	}
+}

@@ -150,23 +150,42 @@ type Interval struct {
 	Open  bool      `json:"open"`
 }
 
-// Intervals returns the device's online intervals overlapping r, oldest first.
+// Intervals returns the device's online intervals overlapping r, oldest
+// first. They are the rows of the presence_intervals view for this sn, read
+// with the sn filter first (the view's FINAL and GROUP BY over every device
+// come before any outer WHERE on ClickHouse 18.16, which costs ~90 ms at
+// 10,000 cameras; the table's sort key starts with sn).
 func (h *History) Intervals(ctx context.Context, sn string, r Range) ([]Interval, error) {
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
 	var out []Interval
-	err := h.query(ctx, `SELECT start_ms, end_ms, open FROM {db}.presence_intervals
-		WHERE sn = ? AND end_ms >= ? AND start_ms <= ? ORDER BY start_ms LIMIT ?`,
+	err := h.query(ctx, `SELECT since_ms, at_ms FROM {db}.presence FINAL
+		WHERE sn = ? AND online = 0 AND since_ms > 0 AND at_ms >= ? AND since_ms <= ? ORDER BY since_ms LIMIT ?`,
 		func(rows driver.Rows) error {
 			var s, e uint64
-			var open uint8
-			if err := rows.Scan(&s, &e, &open); err != nil {
+			if err := rows.Scan(&s, &e); err != nil {
 				return err
 			}
-			out = append(out, Interval{Start: fromMs(s), End: fromMs(e), Open: open == 1})
+			out = append(out, Interval{Start: fromMs(s), End: fromMs(e)})
 			return nil
 		}, sn, ms(r.From), ms(r.To), r.Limit)
+	if err != nil {
+		return nil, err
+	}
+	err = h.query(ctx, `SELECT argMax(online, seq) AS last_online, argMax(at_ms, seq) AS start_ms FROM {db}.presence
+		WHERE sn = ? GROUP BY sn HAVING last_online = 1`,
+		func(rows driver.Rows) error {
+			var online uint8
+			var s uint64
+			if err := rows.Scan(&online, &s); err != nil {
+				return err
+			}
+			if start := fromMs(s); start.Before(r.To) && len(out) < r.Limit {
+				out = append(out, Interval{Start: start, End: r.To, Open: true})
+			}
+			return nil
+		}, sn)
 	return out, err
 }
 
@@ -362,14 +381,20 @@ func (h *History) PresenceHourly(ctx context.Context, r Range) ([]HourCount, err
 	return out, err
 }
 
-// Firmware counts the devices by the firmware and model of their latest configuration.
-func (h *History) Firmware(ctx context.Context, limit int) ([]Count, error) {
-	if limit < 1 || limit > MaxRows {
-		return nil, fmt.Errorf("%w: limit must be 1 to %d", ErrRange, MaxRows)
+// Firmware counts the devices that reported a configuration in r by the
+// firmware and model of their latest one in r (the device_config_latest
+// view, bounded in time).
+func (h *History) Firmware(ctx context.Context, r Range) ([]Count, error) {
+	if err := r.Check(); err != nil {
+		return nil, err
 	}
 	var out []Count
-	err := h.query(ctx, `SELECT fw_version, model_name, count() AS n FROM {db}.device_config_latest
-		GROUP BY fw_version, model_name ORDER BY n DESC, fw_version LIMIT ?`,
+	err := h.query(ctx, `SELECT fw, model, count() AS n FROM (
+			SELECT sn, argMax(fw_version, ingest_time_ms) AS fw, argMax(model_name, ingest_time_ms) AS model
+			FROM {db}.device_events
+			WHERE kind = 'CONFIGURATION' AND config_ok = 1 AND ingest_time >= toDateTime(?) AND ingest_time <= toDateTime(?)
+			GROUP BY sn)
+		GROUP BY fw, model ORDER BY n DESC, fw LIMIT ?`,
 		func(rows driver.Rows) error {
 			var c Count
 			if err := rows.Scan(&c.Label, &c.Sub, &c.N); err != nil {
@@ -377,7 +402,7 @@ func (h *History) Firmware(ctx context.Context, limit int) ([]Count, error) {
 			}
 			out = append(out, c)
 			return nil
-		}, limit)
+		}, r.From.Unix(), r.To.Unix(), r.Limit)
 	return out, err
 }
 

@@ -116,13 +116,17 @@ func (s *Server) cameras(ctx context.Context, q CameraQuery) ([]CameraRow, int, 
 		sns = append(sns, v...)
 	}
 	name, fw := strings.ToLower(q.Name), strings.ToLower(q.Firmware)
+	fields := []string{"online", "last_seen", "name"}
+	if fw != "" {
+		fields = append(fields, "config") // the firmware filter reads every candidate's configuration
+	}
 	rows := make([]CameraRow, 0, len(sns))
 	for start := 0; start < len(sns); start += scanChunk {
 		chunk := sns[start:min(start+scanChunk, len(sns))]
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*goredis.SliceCmd, len(chunk))
 		for i, sn := range chunk {
-			cmds[i] = pipe.HMGet(ctx, s.keys.Device(sn), "online", "last_seen", "name", "config")
+			cmds[i] = pipe.HMGet(ctx, s.keys.Device(sn), fields...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, 0, fmt.Errorf("console: cameras: %w", err)
@@ -130,19 +134,10 @@ func (s *Server) cameras(ctx context.Context, q CameraQuery) ([]CameraRow, int, 
 		for i, sn := range chunk {
 			v := cmds[i].Val()
 			r := CameraRow{SN: sn, Online: str(v[0]) == "1", LastSeen: msStr(str(v[1])), Name: str(v[2])}
-			if c := str(v[3]); c != "" {
-				var cfg struct {
-					Fw    string `json:"sFwVersion"`
-					Model string `json:"sModelName"`
-				}
-				if json.Unmarshal([]byte(c), &cfg) == nil {
-					r.Firmware, r.Model = cfg.Fw, cfg.Model
-				}
-			}
 			if name != "" && !strings.Contains(strings.ToLower(r.Name), name) {
 				continue
 			}
-			if fw != "" && !strings.Contains(strings.ToLower(r.Firmware), fw) {
+			if fw != "" && !strings.Contains(strings.ToLower(jsonString(str(v[3]), "sFwVersion")), fw) {
 				continue
 			}
 			rows = append(rows, r)
@@ -159,5 +154,54 @@ func (s *Server) cameras(ctx context.Context, q CameraQuery) ([]CameraRow, int, 
 	total := len(rows)
 	from := min(q.Page*PageSize, total)
 	to := min(from+PageSize, total)
-	return rows[from:to], total, nil
+	page := rows[from:to]
+	// Firmware and model of the page's rows only.
+	if len(page) > 0 {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*goredis.StringCmd, len(page))
+		for i, r := range page {
+			cmds[i] = pipe.HGet(ctx, s.keys.Device(r.SN), "config")
+		}
+		_, _ = pipe.Exec(ctx) // a camera without a configuration is redis.Nil: left blank
+		for i := range page {
+			var cfg struct {
+				Fw    string `json:"sFwVersion"`
+				Model string `json:"sModelName"`
+			}
+			if c := cmds[i].Val(); c != "" && json.Unmarshal([]byte(c), &cfg) == nil {
+				page[i].Firmware, page[i].Model = cfg.Fw, cfg.Model
+			}
+		}
+	}
+	return page, total, nil
+}
+
+// jsonString returns the string member key of the JSON object doc without
+// decoding the whole document ("" when absent or not a plain string). It is
+// the firmware filter's fast path over thousands of configurations; a value
+// with escapes is decoded properly.
+func jsonString(doc, key string) string {
+	pat := `"` + key + `":`
+	i := strings.Index(doc, pat)
+	if i < 0 {
+		return ""
+	}
+	rest := strings.TrimLeft(doc[i+len(pat):], " ")
+	if !strings.HasPrefix(rest, `"`) {
+		return ""
+	}
+	end := strings.IndexByte(rest[1:], '"')
+	if end < 0 {
+		return ""
+	}
+	v := rest[1 : 1+end]
+	if strings.IndexByte(v, '\\') >= 0 { // escapes: decode the member properly
+		var out string
+		var m map[string]json.RawMessage
+		if json.Unmarshal([]byte(doc), &m) == nil && json.Unmarshal(m[key], &out) == nil {
+			return out
+		}
+		return ""
+	}
+	return v
 }

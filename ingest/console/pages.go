@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ivms/ams/pkg/protocol"
@@ -92,9 +93,17 @@ func (s *Server) fleet(ctx context.Context) (fleetData, error) {
 		}
 		d.Hours = rows
 	}
-	fw, ferr := s.hist.Firmware(ctx, 20)
+	// The other history queries run at once; the page waits for the slowest.
+	var fw []Count
+	var off []WentOffline
+	var ferr, oerr, rerr, cerr error
+	var wg sync.WaitGroup
+	wg.Go(func() { fw, ferr = s.hist.Firmware(ctx, Last(now, 7*24*time.Hour, 20)) })
+	wg.Go(func() { off, oerr = s.hist.WentOffline(ctx, Last(now, time.Hour, 100)) })
+	wg.Go(func() { d.Rejects, rerr = s.hist.RejectReasons(ctx, Last(now, time.Hour, 50)) })
+	wg.Go(func() { d.Commands, cerr = s.hist.CommandStates(ctx, Last(now, time.Hour, 20)) })
+	wg.Wait()
 	d.Firmware = fw
-	off, oerr := s.hist.WentOffline(ctx, Last(now, time.Hour, 100))
 	if oerr == nil && len(off) > 0 {
 		pipe := s.rdb.Pipeline()
 		cmds := make([]interface{ Val() string }, len(off))
@@ -106,13 +115,9 @@ func (s *Server) fleet(ctx context.Context) (fleetData, error) {
 			d.Offline = append(d.Offline, offlineRow{WentOffline: o, OnlineNow: cmds[i].Val() == "1"})
 		}
 	}
-	rej, rerr := s.hist.RejectReasons(ctx, Last(now, time.Hour, 50))
-	d.Rejects = rej
-	for _, r := range rej {
+	for _, r := range d.Rejects {
 		d.RejectsAll += r.N
 	}
-	cmds, cerr := s.hist.CommandStates(ctx, Last(now, time.Hour, 20))
-	d.Commands = cmds
 	d.HistErr = s.histErr(errors.Join(herr, ferr, oerr, rerr, cerr))
 	return d, nil
 }
@@ -242,7 +247,15 @@ func (s *Server) camera(ctx context.Context, sn string) (cameraData, error) {
 	now := s.cfg.Now().UTC()
 	week := 7 * 24 * time.Hour
 	d.WeekStart = now.Add(-week)
-	ivs, ierr := s.hist.Intervals(ctx, sn, Last(now, week, 1000))
+	var ivs []Interval
+	var ierr, kerr, ferr, rerr, cerr error
+	var wg sync.WaitGroup
+	wg.Go(func() { ivs, ierr = s.hist.Intervals(ctx, sn, Last(now, week, 1000)) })
+	wg.Go(func() { d.Kinds, kerr = s.hist.FrameKinds(ctx, sn, Last(now, 24*time.Hour, 50)) })
+	wg.Go(func() { d.Frames, ferr = s.hist.Frames(ctx, sn, Last(now, 24*time.Hour, 20)) })
+	wg.Go(func() { d.Rejects, rerr = s.hist.Rejects(ctx, sn, Last(now, week, 50)) })
+	wg.Go(func() { d.Commands, cerr = s.hist.Commands(ctx, sn, Last(now, week, 500)) })
+	wg.Wait()
 	for _, iv := range ivs {
 		a, b := iv.Start, iv.End
 		if a.Before(d.WeekStart) {
@@ -262,11 +275,6 @@ func (s *Server) camera(ctx context.Context, sn string) (cameraData, error) {
 		t := d.WeekStart.Add(time.Duration(i) * 24 * time.Hour)
 		d.DayTicks = append(d.DayTicks, tick{X: i * 100, Label: t.Format("Jan 2")})
 	}
-	var kerr, ferr, rerr, cerr error
-	d.Kinds, kerr = s.hist.FrameKinds(ctx, sn, Last(now, 24*time.Hour, 50))
-	d.Frames, ferr = s.hist.Frames(ctx, sn, Last(now, 24*time.Hour, 20))
-	d.Rejects, rerr = s.hist.Rejects(ctx, sn, Last(now, week, 50))
-	d.Commands, cerr = s.hist.Commands(ctx, sn, Last(now, week, 500))
 	d.HistErr = s.histErr(errors.Join(ierr, kerr, ferr, rerr, cerr))
 	return d, nil
 }
