@@ -171,6 +171,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !rig.evalBool(`window.amsNoReload === true`) {
 		t.Fatal("the fleet page was reloaded; it must update live")
 	}
+	rig.shoot("fleet_live")
 
 	// Cameras: the search finds the fleet; one camera's page.
 	rig.nav("/ui/cameras?prefix=" + prefix)

@@ -159,7 +159,7 @@ func (h *History) Intervals(ctx context.Context, sn string, r Range) ([]Interval
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Interval
+	out := []Interval{}
 	err := h.query(ctx, `SELECT since_ms, at_ms FROM {db}.presence FINAL
 		WHERE sn = ? AND online = 0 AND since_ms > 0 AND at_ms >= ? AND since_ms <= ? ORDER BY since_ms LIMIT ?`,
 		func(rows driver.Rows) error {
@@ -203,7 +203,7 @@ func (h *History) Frames(ctx context.Context, sn string, r Range) ([]Frame, erro
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Frame
+	out := []Frame{}
 	err := h.query(ctx, `SELECT ingest_time_ms, kind, cmd_type, sub_type, msg_id FROM {db}.device_events
 		WHERE sn = ? AND ingest_time >= toDateTime(?) AND ingest_time <= toDateTime(?)
 		GROUP BY event_id, ingest_time_ms, kind, cmd_type, sub_type, msg_id
@@ -234,7 +234,7 @@ func (h *History) FrameKinds(ctx context.Context, sn string, r Range) ([]Count, 
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Count
+	out := []Count{}
 	err := h.query(ctx, `SELECT kind, uniqExact(event_id) AS n, max(ingest_time_ms) FROM {db}.device_events
 		WHERE sn = ? AND ingest_time >= toDateTime(?) AND ingest_time <= toDateTime(?) GROUP BY kind ORDER BY n DESC LIMIT ?`,
 		func(rows driver.Rows) error {
@@ -264,7 +264,7 @@ func (h *History) Rejects(ctx context.Context, sn string, r Range) ([]Reject, er
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Reject
+	out := []Reject{}
 	err := h.query(ctx, `SELECT at_ms, stage, reason, detail FROM {db}.rejects
 		WHERE sn = ? AND at >= toDateTime(?) AND at <= toDateTime(?)
 		GROUP BY reject_id, at_ms, stage, reason, detail ORDER BY at_ms DESC LIMIT ?`,
@@ -366,7 +366,7 @@ func (h *History) PresenceHourly(ctx context.Context, r Range) ([]HourCount, err
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []HourCount
+	out := []HourCount{}
 	err := h.query(ctx, `SELECT toStartOfHour(at) AS hour, uniqExactIf(event_id, online = 1), uniqExactIf(event_id, online = 0)
 		FROM {db}.presence WHERE at >= toDateTime(?) AND at <= toDateTime(?) GROUP BY hour ORDER BY hour LIMIT ?`,
 		func(rows driver.Rows) error {
@@ -388,7 +388,7 @@ func (h *History) Firmware(ctx context.Context, r Range) ([]Count, error) {
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Count
+	out := []Count{}
 	err := h.query(ctx, `SELECT fw, model, count() AS n FROM (
 			SELECT sn, argMax(fw_version, ingest_time_ms) AS fw, argMax(model_name, ingest_time_ms) AS model
 			FROM {db}.device_events
@@ -419,7 +419,7 @@ func (h *History) WentOffline(ctx context.Context, r Range) ([]WentOffline, erro
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []WentOffline
+	out := []WentOffline{}
 	err := h.query(ctx, `SELECT sn, argMax(online, seq) AS last_online, argMax(at_ms, seq) AS last_at, argMax(reason, seq)
 		FROM {db}.presence WHERE at >= toDateTime(?) AND at <= toDateTime(?) GROUP BY sn HAVING last_online = 0 ORDER BY last_at DESC LIMIT ?`,
 		func(rows driver.Rows) error {
@@ -441,7 +441,7 @@ func (h *History) RejectReasons(ctx context.Context, r Range) ([]Count, error) {
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Count
+	out := []Count{}
 	err := h.query(ctx, `SELECT reason, stage, uniqExact(reject_id) AS n, max(at_ms) FROM {db}.rejects
 		WHERE at >= toDateTime(?) AND at <= toDateTime(?) GROUP BY stage, reason ORDER BY n DESC LIMIT ?`,
 		func(rows driver.Rows) error {
@@ -462,7 +462,7 @@ func (h *History) CommandStates(ctx context.Context, r Range) ([]Count, error) {
 	if err := r.Check(); err != nil {
 		return nil, err
 	}
-	var out []Count
+	out := []Count{}
 	err := h.query(ctx, `SELECT last_state, count() AS n FROM (
 			SELECT command_id, argMax(state, seq) AS last_state FROM {db}.commands
 			WHERE at >= toDateTime(?) AND at <= toDateTime(?) GROUP BY command_id)
