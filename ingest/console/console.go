@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,6 +77,10 @@ type Config struct {
 	Tick time.Duration
 	// MaxStreams caps the live streams open at once (default 200).
 	MaxStreams int
+	// HistoryCache is how long the fleet page's ClickHouse aggregates (last
+	// hour, day, week) are reused (default 15 s; negative: never). The live
+	// numbers are never cached.
+	HistoryCache time.Duration
 	// Prefix is the path the console is served under (always "/ui/").
 	Prefix string
 	// Now is the clock (default time.Now).
@@ -107,6 +112,9 @@ type Server struct {
 	csrfKey [32]byte
 	pages   map[string]*template.Template
 	streams atomic.Int64
+
+	fleetMu    sync.Mutex // one fleet history computation at a time
+	fleetCache fleetHist
 }
 
 // New returns a console server.
@@ -116,6 +124,9 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
+	}
+	if cfg.HistoryCache == 0 {
+		cfg.HistoryCache = 15 * time.Second
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 200

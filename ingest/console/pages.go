@@ -59,6 +59,46 @@ type offlineRow struct {
 }
 
 // Fleet is the data of the fleet page (exported for the benchmark).
+// fleetHist is the fleet page's history: aggregates over the last hour, day
+// and week, cached for Config.HistoryCache (they are not the live numbers).
+type fleetHist struct {
+	at       time.Time
+	start    time.Time // the first hour of the chart
+	hourly   []HourCount
+	firmware []Count
+	offline  []WentOffline
+	rejects  []Count
+	commands []Count
+}
+
+// fleetHistory returns the cached aggregates, or runs the queries (at once;
+// one caller at a time, the others wait and share the answer). A failure is
+// not cached.
+func (s *Server) fleetHistory(ctx context.Context) (fleetHist, error) {
+	s.fleetMu.Lock()
+	defer s.fleetMu.Unlock()
+	now := s.cfg.Now().UTC()
+	if s.cfg.HistoryCache > 0 && !s.fleetCache.at.IsZero() && now.Sub(s.fleetCache.at) < s.cfg.HistoryCache {
+		return s.fleetCache, nil
+	}
+	f := fleetHist{at: now, start: now.Truncate(time.Hour).Add(-23 * time.Hour)}
+	var herr, ferr, oerr, rerr, cerr error
+	var wg sync.WaitGroup
+	wg.Go(func() { f.hourly, herr = s.hist.PresenceHourly(ctx, Range{From: f.start, To: now, Limit: 48}) })
+	wg.Go(func() { f.firmware, ferr = s.hist.Firmware(ctx, Last(now, 7*24*time.Hour, 20)) })
+	wg.Go(func() { f.offline, oerr = s.hist.WentOffline(ctx, Last(now, time.Hour, 100)) })
+	wg.Go(func() { f.rejects, rerr = s.hist.RejectReasons(ctx, Last(now, time.Hour, 50)) })
+	wg.Go(func() { f.commands, cerr = s.hist.CommandStates(ctx, Last(now, time.Hour, 20)) })
+	wg.Wait()
+	if err := errors.Join(herr, ferr, oerr, rerr, cerr); err != nil {
+		return f, err
+	}
+	s.fleetCache = f
+	return f, nil
+}
+
+// fleet is the data of the fleet page: the counts now (Redis) and the
+// history (ClickHouse, cached briefly).
 func (s *Server) fleet(ctx context.Context) (fleetData, error) {
 	var d fleetData
 	var err error
@@ -69,56 +109,44 @@ func (s *Server) fleet(ctx context.Context) (fleetData, error) {
 		d.HistErr = s.histErr(errNoHistory)
 		return d, nil
 	}
-	now := s.cfg.Now().UTC()
-	start := now.Truncate(time.Hour).Add(-23 * time.Hour)
-	hourly, herr := s.hist.PresenceHourly(ctx, Range{From: start, To: now, Limit: 48})
-	if herr == nil {
-		by := map[int64]HourCount{}
-		for _, h := range hourly {
-			by[h.Hour.Unix()] = h
-		}
-		rows := make([]HourRow, 24)
-		online := d.Counts.Online
-		var peak int64 = 1
-		for i := 23; i >= 0; i-- {
-			hr := start.Add(time.Duration(i) * time.Hour)
-			c := by[hr.Unix()]
-			rows[i] = HourRow{Hour: hr, Online: max(online, 0), Up: c.Up, Down: c.Down}
-			online -= int64(c.Up) - int64(c.Down) // online at the end of the previous hour
-			peak = max(peak, rows[i].Online)
-		}
-		for i := range rows {
-			h := int(rows[i].Online * 110 / peak)
-			rows[i].X, rows[i].W, rows[i].H, rows[i].Y = i*20+2, 16, h, 115-h
-		}
-		d.Hours = rows
+	f, herr := s.fleetHistory(ctx)
+	d.HistErr = s.histErr(herr)
+	if herr != nil {
+		return d, nil
 	}
-	// The other history queries run at once; the page waits for the slowest.
-	var fw []Count
-	var off []WentOffline
-	var ferr, oerr, rerr, cerr error
-	var wg sync.WaitGroup
-	wg.Go(func() { fw, ferr = s.hist.Firmware(ctx, Last(now, 7*24*time.Hour, 20)) })
-	wg.Go(func() { off, oerr = s.hist.WentOffline(ctx, Last(now, time.Hour, 100)) })
-	wg.Go(func() { d.Rejects, rerr = s.hist.RejectReasons(ctx, Last(now, time.Hour, 50)) })
-	wg.Go(func() { d.Commands, cerr = s.hist.CommandStates(ctx, Last(now, time.Hour, 20)) })
-	wg.Wait()
-	d.Firmware = fw
-	if oerr == nil && len(off) > 0 {
+	by := map[int64]HourCount{}
+	for _, h := range f.hourly {
+		by[h.Hour.Unix()] = h
+	}
+	rows := make([]HourRow, 24)
+	online := d.Counts.Online
+	var peak int64 = 1
+	for i := 23; i >= 0; i-- {
+		hr := f.start.Add(time.Duration(i) * time.Hour)
+		c := by[hr.Unix()]
+		rows[i] = HourRow{Hour: hr, Online: max(online, 0), Up: c.Up, Down: c.Down}
+		online -= int64(c.Up) - int64(c.Down) // online at the end of the previous hour
+		peak = max(peak, rows[i].Online)
+	}
+	for i := range rows {
+		h := int(rows[i].Online * 110 / peak)
+		rows[i].X, rows[i].W, rows[i].H, rows[i].Y = i*20+2, 16, h, 115-h
+	}
+	d.Hours, d.Firmware, d.Rejects, d.Commands = rows, f.firmware, f.rejects, f.commands
+	if len(f.offline) > 0 { // whether each is online now: read live
 		pipe := s.rdb.Pipeline()
-		cmds := make([]interface{ Val() string }, len(off))
-		for i, o := range off {
+		cmds := make([]interface{ Val() string }, len(f.offline))
+		for i, o := range f.offline {
 			cmds[i] = pipe.HGet(ctx, s.keys.Device(o.SN), "online")
 		}
 		_, _ = pipe.Exec(ctx) // a missing hash is redis.Nil: shown as offline
-		for i, o := range off {
+		for i, o := range f.offline {
 			d.Offline = append(d.Offline, offlineRow{WentOffline: o, OnlineNow: cmds[i].Val() == "1"})
 		}
 	}
 	for _, r := range d.Rejects {
 		d.RejectsAll += r.N
 	}
-	d.HistErr = s.histErr(errors.Join(herr, ferr, oerr, rerr, cerr))
 	return d, nil
 }
 
