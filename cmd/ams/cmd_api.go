@@ -7,19 +7,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/ingest/api"
+	"github.com/ivms/ams/ingest/console"
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/schemas"
+	chsink "github.com/ivms/ams/sinks/clickhouse"
 	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
@@ -34,6 +39,10 @@ func apiCommand() command {
 			k.register(fs)
 			lf.register(fs)
 			rf.register(fs)
+			var ch clickHouseFlags
+			ch.register(fs)
+			consoleOn := fs.Bool("console", true, "serve the fleet console under /ui/ (history from ClickHouse, -clickhouse-*)")
+			consoleSecure := fs.Bool("console-secure-cookie", false, "mark the console's cookies Secure on plain HTTP too (behind a TLS-terminating proxy)")
 			addr := fs.String("http-addr", ":8080", "listen address of the public API (only its authenticated routes)")
 			opsAddr := fs.String("ops-addr", ":9106", "listen address of /healthz, /readyz and /metrics (empty: off); keep it off the public network")
 			token := fs.String("api-token", "", "an admin bearer token named \"default\" (legacy; prefer -api-tokens-file; never logged)")
@@ -130,6 +139,13 @@ func apiCommand() command {
 				if err != nil {
 					return err
 				}
+				if *consoleOn {
+					hist, err := startConsole(srv, *consoleSecure || tlsCfg != nil, k, rf, ch, rdb, cl, reg, log)
+					if err != nil {
+						return err
+					}
+					defer hist.Close()
+				}
 				ops.AddCheck("kafka", func(ctx context.Context) error { return cl.Ping(ctx) })
 				ops.AddCheck("redis", store.Ping)
 				log.Info("api starting", "addr", *addr, "ops_addr", *opsAddr, "tls", tlsCfg != nil, "redis", rf.addr,
@@ -217,4 +233,38 @@ func writeMosquittoDynsec(stdout io.Writer, dir, devicesFile, admin, adminPwFile
 	fmt.Fprintf(stdout, "mosquitto: wrote dynamic-security.json (administrator %s, %d service accounts, %d devices) and dynsec.conf into %s\n",
 		admin, len(accounts.Names()), len(devices), dir)
 	return nil
+}
+
+// startConsole mounts the fleet console (ingest/console) on the API's
+// listener; it signs in with the API's own named, scoped tokens.
+func startConsole(srv *api.Server, secureCookie bool, k kafkaFlags, rf redisFlags, ch clickHouseFlags,
+	rdb goredis.UniversalClient, cl *kgo.Client, reg *schemas.Registry, log *slog.Logger) (*console.History, error) {
+	chOpts, err := ch.options()
+	if err != nil {
+		return nil, err
+	}
+	hist, err := console.NewHistory(chOpts.Database, func(ctx context.Context) (driver.Conn, error) { return chsink.Open(ctx, chOpts) })
+	if err != nil {
+		return nil, err
+	}
+	auth := consoleAuth{srv.Tokens()}
+	con, err := console.New(console.Config{Names: k.names(), Keys: rf.keys(), SecureCookie: secureCookie},
+		console.Deps{Auth: auth, Redis: rdb, Producer: api.KafkaProducer{Client: cl}, Encoder: reg, History: hist, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	srv.Mount(con.Register)
+	return hist, nil
+}
+
+// consoleAuth lets the console sign in with the API's tokens. A broker-auth
+// token does not open the console.
+type consoleAuth struct{ t *api.Tokens }
+
+func (c consoleAuth) Authenticate(token string) (name, scope string, ok bool) {
+	p, ok := c.t.Authenticate(token)
+	if !ok || p.Scope == api.ScopeBrokerAuth {
+		return "", "", false
+	}
+	return p.Name, string(p.Scope), true
 }

@@ -268,7 +268,6 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		{"ingest", ingestCommand().flags, append([]string{"-ops-addr=", "-instance", "dev", "-mqtt-client-id", "ams-ingest-dev"}, mqttArgs...)},
 		{"egress", egressCommand().flags, append([]string{"-ops-addr=", "-egress-id", "ams-egress-dev"}, mqttArgs...)},
 		{"sink redis", redisSinkFlags, append([]string{"-ops-addr="}, redisArgs...)},
-		{"api", apiCommand().flags, append([]string{"-ops-addr=", "-http-addr", c.httpAddr, "-api-token", sec.apiToken}, redisArgs...)},
 	}
 	for _, s := range steps {
 		if err := start(s.name, s.flags, s.args...); err != nil {
@@ -317,6 +316,11 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		return err
 	}
 	if err := start("sink clickhouse", clickhouseSinkFlags, "-ops-addr=", "-clickhouse-addr", chAddr, "-clickhouse-database", chDB); err != nil {
+		return err
+	}
+	// The API (and its console, which reads the history) once ClickHouse is known.
+	if err := start("api", apiCommand().flags, append([]string{"-ops-addr=", "-http-addr", c.httpAddr, "-api-token", sec.apiToken,
+		"-clickhouse-addr", chAddr, "-clickhouse-database", chDB}, redisArgs...)...); err != nil {
 		return err
 	}
 

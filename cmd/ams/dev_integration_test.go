@@ -118,6 +118,19 @@ func TestDevRunsEverything(t *testing.T) {
 	}
 	api := &devAPI{base: "http://" + httpAddr, token: strings.TrimSpace(string(tok))}
 
+	// The console is the first thing printed, with its URL and sign-in token, and it answers.
+	outMu.Lock()
+	first, _, _ := strings.Cut(out.String(), "\n")
+	outMu.Unlock()
+	if want := "Console: " + api.base + "/ui/   sign in with token " + api.token; first != want {
+		t.Errorf("first line of stdout %q, want %q", first, want)
+	}
+	if resp, err := http.Get(api.base + "/ui/signin"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("console sign-in page: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// Every device online.
 	var online int
 	for {

@@ -31,6 +31,7 @@ type devHints struct {
 }
 
 func printDevHints(w io.Writer, h devHints) {
+	fmt.Fprintf(w, "Console: %s/ui/   sign in with token %s\n", h.api, h.token)
 	fmt.Fprintf(w, `
 ams dev is up (%.1fs): every role in this process, on embedded Kafka, Redis and MQTT.
   API         %s   (token: %s, also in %s)

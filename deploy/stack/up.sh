@@ -129,10 +129,13 @@ if wants clickhouse; then
 	have clickhouse-server || pkgs+=(clickhouse-server)
 	have clickhouse-client || pkgs+=(clickhouse-client)
 fi
-# promtool (Debian's prometheus package; its service is kept from starting) checks the alerting
-# rules in deploy/prometheus from `make test`: installed by a whole-stack `up` (no service named).
+# Tools the tests drive, installed by a whole-stack `up` (no service named), which is what
+# `make up` / `make test` ask for: promtool (Debian's prometheus package; its service is kept
+# from starting) checks the alerting rules in deploy/prometheus; chromium runs the console's
+# browser tests (cmd/ams TestConsoleInBrowser).
 if [[ $# -eq 0 ]]; then
 	have promtool || pkgs+=(prometheus)
+	have chromium || pkgs+=(chromium)
 fi
 
 # The broker's jars: gathered from Maven Central (cached in ~/.m2) once per pom.xml content.

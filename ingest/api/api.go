@@ -94,6 +94,7 @@ type Server struct {
 	m       *metrics
 	waiting chan struct{} // a slot per waiting request
 	logins  *deviceauth.LoginLimiter
+	mounted []func(*http.ServeMux) // handlers served beside the API's routes (Mount)
 }
 
 // New returns a server. reg receives its metrics (nil: none).
@@ -156,10 +157,17 @@ func (s *Server) Register(mux *http.ServeMux) {
 	}
 }
 
-// Handler returns a mux holding only the API's routes.
+// Mount adds routes served beside the API's on its listener (the console);
+// call it before Serve. The mounted handlers do their own authentication.
+func (s *Server) Mount(register func(*http.ServeMux)) { s.mounted = append(s.mounted, register) }
+
+// Handler returns a mux holding the API's routes and the mounted ones.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.Register(mux)
+	for _, m := range s.mounted {
+		m(mux)
+	}
 	return mux
 }
 
