@@ -184,7 +184,19 @@ type Downlink struct {
 	CommandID *string   `avro:"command_id"`
 	Purpose   string    `avro:"purpose"` // e.g. handshake_reply, heartbeat_reply, bind_status, command
 	CreatedAt time.Time `avro:"created_at"`
+	// Deadline: egress never publishes the frame at or after it (nil: none).
+	Deadline *time.Time `avro:"deadline"`
+	// AtMostOnce: the frame must not be published twice (see downlink.avsc).
+	AtMostOnce bool `avro:"at_most_once"`
 }
+
+// DownlinkReceipt statuses.
+const (
+	ReceiptPublished            = "published"              // the broker acknowledged the frame
+	ReceiptPublishing           = "publishing"             // intent: egress is about to publish an at_most_once frame
+	ReceiptExpiredBeforePublish = "expired_before_publish" // the deadline passed first; not published
+	ReceiptDeliveryUnknown      = "delivery_unknown"       // an intent without outcome found after a restart; not published again
+)
 
 // DownlinkReceipt is one record of ams.downlink.receipts: the broker
 // acknowledged a downlink.
@@ -195,6 +207,7 @@ type DownlinkReceipt struct {
 	MsgID       string    `avro:"msg_id"`
 	PublishedAt time.Time `avro:"published_at"`
 	Egress      string    `avro:"egress"` // id of the egress instance
+	Status      string    `avro:"status"` // Receipt*; "published" in records written before the field existed
 }
 
 // Reject stages.
