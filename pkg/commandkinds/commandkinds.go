@@ -157,7 +157,7 @@ func table() []Kind {
 		{Name: "audio_video", CmdType: protocol.CmdCommand, Code: protocol.AppAudioVideo,
 			Doc: "audio and video settings", Idempotent: true, Body: Spec{Open: true, NonEmpty: true}},
 		{Name: "sd_info", CmdType: protocol.CmdCommand, Code: protocol.AppGetSDInfo,
-			Doc:     "read the SD card state", Idempotent: true,
+			Doc: "read the SD card state", Idempotent: true,
 			Body:    Spec{Fields: []Field{{Name: "iGetSDInfo", Type: Int, Required: true, OneOf: one}}},
 			Default: `{"iGetSDInfo":1}`},
 		{Name: "osd", CmdType: protocol.CmdCommand, Code: protocol.AppOSD,
