@@ -51,6 +51,7 @@ func processCommand() command {
 			maxInFlight := fs.Int("command-max-inflight", 0, "commands of one device awaiting a reply at once (0: default 4)")
 			replyTimeout := fs.Duration("command-reply-timeout", 0, "default wait for a device's reply to a command (0: default 30s)")
 			queueTTL := fs.Duration("command-queue-ttl", 0, "default time a command may wait queued for an offline device (0: default 10m)")
+			maxListBytes := fs.Int("command-max-list-bytes", 0, "most bytes of one device's command list in its state record; a command beyond it is REJECTED queue_full (0: default 967244, the producer's 1000012-byte record limit less 32 KiB)")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -107,7 +108,7 @@ func processCommand() command {
 					HeartbeatTimeout: *heartbeat,
 					Stream:           device.StreamConfig{BaseURL: *streamURL, Secret: streamSecret},
 					Upload:           upload,
-					Commands:         cmdlife.Config{MaxInFlight: *maxInFlight, ReplyTimeout: *replyTimeout, QueueTTL: *queueTTL},
+					Commands:         cmdlife.Config{MaxInFlight: *maxInFlight, ReplyTimeout: *replyTimeout, QueueTTL: *queueTTL, MaxListBytes: *maxListBytes},
 					Metrics:          ops.Registry,
 					Logger:           log,
 				})
