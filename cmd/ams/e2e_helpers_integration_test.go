@@ -79,6 +79,11 @@ type e2eStack struct {
 	procArgs []string
 	procs    map[string]*mqttconform.Process
 
+	// egress is the running `ams egress`; egressArgs its arguments without
+	// -egress-group (see startEgress).
+	egress     *mqttconform.Process
+	egressArgs []string
+
 	// Upload parameters (703) the processors answer with.
 	uploadHost, uploadBucket, uploadPath string
 	uploadSecret                         []byte
@@ -178,16 +183,16 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		"-event-disconnected-filter", "",
 		"-instance", "ingest-"+s.id,
 	)...)
-	mqttconform.StartProcess(t, "egress", amsBinary, append(append([]string{"egress"}, kafkaArgs...),
+	s.egressArgs = append(append([]string{"egress"}, kafkaArgs...),
 		"-ops-addr", "127.0.0.1:0",
 		"-mqtt-url", s.broker.URL,
 		"-egress-id", "ams-egress-"+s.id,
-		"-egress-group", s.id+"-egress",
 		"-mqtt-connections", "2",
 		"-mqtt-keepalive", "5s",
 		"-commit-interval", "200ms",
 		"-kafka-session-timeout", "10s",
-	)...)
+	)
+	s.startEgress(s.id + "-egress")
 	mqttconform.StartProcess(t, "sink-redis", amsBinary, append(append([]string{"sink", "redis"}, kafkaArgs...),
 		"-ops-addr", "127.0.0.1:0",
 		"-redis-addr", testenv.RedisAddr(),
@@ -206,6 +211,14 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		s.startClickHouseSink(kafkaArgs)
 	}
 	return s
+}
+
+// startEgress starts `ams egress` in consumer group group and waits until
+// it is ready.
+func (s *e2eStack) startEgress(group string) *mqttconform.Process {
+	s.t.Helper()
+	s.egress = mqttconform.StartProcess(s.t, "egress", amsBinary, append(append([]string{}, s.egressArgs...), "-egress-group", group)...)
+	return s.egress
 }
 
 // startClickHouseSink migrates a private ClickHouse database with `ams

@@ -1,0 +1,228 @@
+//go:build integration
+
+package main
+
+// Issue 11 section 1 against the real stack: a command runs at most once,
+// and only while its caller can still learn the result.
+//
+//	go test -tags integration -count=1 -run 'TestStaleCommandNeverRuns|TestEgressKillNoDoubleExecution' ./cmd/ams/
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/schemas"
+	amsredis "github.com/ivms/ams/sinks/redis"
+)
+
+// frameLog collects what a silent device received.
+type frameLog struct {
+	d      *silentDevice
+	frames []protocol.Frame
+}
+
+// until reads frames until one satisfies ok (failing after timeout).
+func (l *frameLog) until(t *testing.T, timeout time.Duration, what string, ok func(protocol.Frame) bool) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case fr := <-l.d.received:
+			l.frames = append(l.frames, fr)
+			if ok(fr) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("silent device %s: no %s within %v (received %d frames)", l.d.sn, what, timeout, len(l.frames))
+		}
+	}
+}
+
+// count returns how many received frames carry msgID.
+func (l *frameLog) count(msgID string) int {
+	n := 0
+	for _, fr := range l.frames {
+		if fr.MsgID == msgID {
+			n++
+		}
+	}
+	return n
+}
+
+// receiptStatuses returns the statuses of the receipts of frame frameID, in
+// log order.
+func (s *e2eStack) receiptStatuses(frameID string) []string {
+	var out []string
+	for _, r := range decodeAll[schemas.DownlinkReceipt](s, s.names.DownlinkReceipts) {
+		if r.FrameID == frameID {
+			out = append(out, r.Status)
+		}
+	}
+	return out
+}
+
+// TestStaleCommandNeverRuns is the issue's stale command: egress is down, a
+// reboot times out, egress comes back, and the camera must not receive the
+// reboot; the same with a new egress group reading ams.downlink from the
+// start, which must not publish a non-idempotent command that was published
+// already either.
+func TestStaleCommandNeverRuns(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	sn := simSN(e2eSNPrefix(t), 1)
+	s.register(sn, e2eRegistration{})
+	s.waitRegistered(sn)
+	dev := &frameLog{d: s.startSilentDevice(sn)}
+	e2eWaitFor(t, 30*time.Second, "the silent device online with a session", func() (bool, string) {
+		d, ok := s.device(sn)
+		return ok && d.Online && d.Session, "not yet"
+	})
+
+	// A reset the device receives (and never answers): published once.
+	_, reset := s.postCommand(sn, commandRequest{Kind: "reset", Body: json.RawMessage(`{"iReset":0}`), Timeout: "2m"}, 0)
+	rc := s.waitCommand(reset.ID, "DELIVERED", 30*time.Second, func(c amsredis.Command) bool { return c.State == schemas.CommandDelivered })
+	resetMsg := rc.History[len(rc.History)-1].MsgID
+	dev.until(t, 10*time.Second, "reset frame", func(fr protocol.Frame) bool { return fr.MsgID == resetMsg })
+
+	// Egress down; a reboot times out.
+	if err := s.egress.Term(30 * time.Second); err != nil {
+		t.Fatalf("stop egress: %v", err)
+	}
+	code, reboot := s.postCommand(sn, commandRequest{Kind: "reboot", Timeout: "2s"}, 30*time.Second)
+	if code != http.StatusOK || reboot.State != schemas.CommandTimedOut || reboot.Reason != "reply_timeout" {
+		t.Fatalf("reboot with egress down: %d %s (%s), want TIMED_OUT reply_timeout", code, reboot.State, reboot.Reason)
+	}
+	rebootMsg := ""
+	for _, h := range reboot.History {
+		if h.State == schemas.CommandSent {
+			rebootMsg = h.MsgID
+		}
+	}
+	if rebootMsg == "" {
+		t.Fatalf("reboot history %v has no SENT", historyStates(reboot.Command))
+	}
+
+	// (a) Egress back in its group: the reboot's frame is past its deadline.
+	s.startEgress(s.id + "-egress")
+	e2eWaitFor(t, 30*time.Second, "the reboot's expired_before_publish receipt", func() (bool, string) {
+		st := s.receiptStatuses("command/" + reboot.ID)
+		return slices.Contains(st, schemas.ReceiptExpiredBeforePublish), fmt.Sprint(st)
+	})
+	// A later frame of the device: had the reboot been published, it would
+	// have arrived before this one (egress keeps a device's order).
+	_, q1 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
+	q1c := s.waitCommand(q1.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool { return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued })
+	q1Msg := q1c.History[len(q1c.History)-1].MsgID
+	dev.until(t, 30*time.Second, "sd_info frame after egress restart", func(fr protocol.Frame) bool { return fr.MsgID == q1Msg })
+	if n := dev.count(rebootMsg); n != 0 {
+		t.Fatalf("(a) the device received the timed-out reboot %d times", n)
+	}
+
+	// (b) A new egress group reading ams.downlink from the start.
+	if err := s.egress.Term(30 * time.Second); err != nil {
+		t.Fatalf("stop egress: %v", err)
+	}
+	s.startEgress(s.id + "-egress-fresh")
+	_, q2 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
+	q2c := s.waitCommand(q2.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool { return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued })
+	q2Msg := q2c.History[len(q2c.History)-1].MsgID
+	dev.until(t, 60*time.Second, "sd_info frame from the fresh group", func(fr protocol.Frame) bool { return fr.MsgID == q2Msg })
+	if n := dev.count(rebootMsg); n != 0 {
+		t.Fatalf("(b) the device received the timed-out reboot %d times", n)
+	}
+	if n := dev.count(resetMsg); n != 1 {
+		t.Fatalf("(b) the device received the reset %d times, want once", n)
+	}
+	if n := dev.count(q1Msg); n < 1 {
+		t.Fatalf("(b) the device received sd_info %d times", n)
+	}
+	if st := s.receiptStatuses("command/" + reboot.ID); slices.Contains(st, schemas.ReceiptPublished) || slices.Contains(st, schemas.ReceiptPublishing) {
+		t.Fatalf("reboot receipts %v: published or attempted", st)
+	}
+	// The reboot is still TIMED_OUT: a final state is final.
+	if c, _ := s.command(reboot.ID); c.State != schemas.CommandTimedOut || slices.Contains(historyStates(c), schemas.CommandDelivered) {
+		t.Fatalf("reboot now %s, history %v", c.State, historyStates(c))
+	}
+	t.Logf("reset receipts %v; reboot receipts %v", s.receiptStatuses("command/"+reset.ID), s.receiptStatuses("command/"+reboot.ID))
+}
+
+// TestEgressKillNoDoubleExecution kills egress with SIGKILL under command
+// load (non-idempotent sd_format) and counts, at the simulated cameras,
+// how often each command frame arrived: never twice; and every command ends
+// in a final state the caller can read.
+func TestEgressKillNoDoubleExecution(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	prefix := e2eSNPrefix(t)
+	const n = 6
+	sns := make([]string, n)
+	for i := range n {
+		sns[i] = simSN(prefix, i)
+		s.register(sns[i], e2eRegistration{})
+	}
+	s.waitRegistered(sns...)
+
+	var mu sync.Mutex
+	got := map[string]int{} // command frame sMsgId -> receptions
+	f := s.startFleet(devicesim.Config{Devices: n, SNPrefix: prefix, Heartbeat: 2 * time.Second, UplinkQoS: 1,
+		OnReceive: func(r devicesim.Received) {
+			if r.Frame.CmdType == protocol.CmdCommand && r.Frame.AppCmdType == protocol.AppFormatSD {
+				mu.Lock()
+				got[r.Frame.MsgID]++
+				mu.Unlock()
+			}
+		}})
+	waitFleet(t, f, 30*time.Second, "devices ready", func(st devicesim.Stats) (bool, string) {
+		return st.Ready == n && st.Configured == n, "not yet"
+	})
+	e2eWaitFor(t, 30*time.Second, "devices online with a session in the API", func() (bool, string) {
+		for _, sn := range sns {
+			if d, ok := s.device(sn); !ok || !d.Online || !d.Session {
+				return false, sn + " not yet"
+			}
+		}
+		return true, ""
+	})
+
+	var ids []string
+	post := func(k int) {
+		for i := range k {
+			_, a := s.postCommand(sns[i%n], commandRequest{Kind: "sd_format", Body: json.RawMessage(`{"iFormat":1}`), Timeout: "30s"}, 0)
+			ids = append(ids, a.ID)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	post(60)
+	s.egress.Kill() // SIGKILL under load: frames in flight, intents without outcome
+	post(30)
+	s.startEgress(s.id + "-egress")
+	post(60)
+
+	finals := map[string]int{}
+	for _, id := range ids {
+		c := s.waitCommand(id, "final", 90*time.Second, func(c amsredis.Command) bool { return c.Final })
+		key := c.State
+		if c.Reason != "" {
+			key += " " + c.Reason
+		}
+		finals[key]++
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	twice := 0
+	for msg, k := range got {
+		if k > 1 {
+			twice++
+			t.Errorf("command frame %s executed %d times", msg, k)
+		}
+	}
+	t.Logf("%d commands, final states %v; %d frames executed, %d twice", len(ids), finals, len(got), twice)
+	if finals[schemas.CommandSucceeded] == 0 {
+		t.Fatalf("no command succeeded: %v", finals)
+	}
+}
