@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,15 +190,24 @@ func TestEgressKillNoDoubleExecution(t *testing.T) {
 		return true, ""
 	})
 
+	// Egress commits every 3 s: at the kill, up to 3 s of published command
+	// frames are past their PUBACK and receipt but not committed, and the
+	// next egress reads them again (before the fix it published them again).
+	if err := s.egress.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	s.egressArgs = append(s.egressArgs, "-commit-interval", "3s")
+	s.startEgress(s.id + "-egress")
+
 	var ids []string
 	post := func(k int) {
 		for i := range k {
 			_, a := s.postCommand(sns[i%n], commandRequest{Kind: "sd_format", Body: json.RawMessage(`{"iFormat":1}`), Timeout: "30s"}, 0)
 			ids = append(ids, a.ID)
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	post(60)
+	post(100)
 	s.egress.Kill() // SIGKILL under load: frames in flight, intents without outcome
 	post(30)
 	s.startEgress(s.id + "-egress")
@@ -221,7 +231,14 @@ func TestEgressKillNoDoubleExecution(t *testing.T) {
 			t.Errorf("command frame %s executed %d times", msg, k)
 		}
 	}
-	t.Logf("%d commands, final states %v; %d frames executed, %d twice", len(ids), finals, len(got), twice)
+	metrics, _ := s.egress.Metrics()
+	settled := ""
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "ams_egress_frames_total") {
+			settled += line + "; "
+		}
+	}
+	t.Logf("%d commands, final states %v; %d frames executed, %d twice; restarted egress: %s", len(ids), finals, len(got), twice, settled)
 	if finals[schemas.CommandSucceeded] == 0 {
 		t.Fatalf("no command succeeded: %v", finals)
 	}

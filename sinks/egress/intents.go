@@ -70,7 +70,7 @@ func (e *Egress) scanReceipts(ctx context.Context, partition int32, since time.T
 		return out, nil
 	}
 	opts := append([]kgo.Opt{kgo.SeedBrokers(e.cfg.Seeds...)}, e.cfg.KafkaOpts...)
-	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))
+	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}), kgo.FetchMaxWait(250*time.Millisecond))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
