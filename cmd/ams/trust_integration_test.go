@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/ivms/ams/pkg/devicesim"
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/schemas"
@@ -118,7 +120,9 @@ func TestStaleCommandNeverRuns(t *testing.T) {
 	// A later frame of the device: had the reboot been published, it would
 	// have arrived before this one (egress keeps a device's order).
 	_, q1 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
-	q1c := s.waitCommand(q1.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool { return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued })
+	q1c := s.waitCommand(q1.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool {
+		return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued
+	})
 	q1Msg := q1c.History[len(q1c.History)-1].MsgID
 	dev.until(t, 30*time.Second, "sd_info frame after egress restart", func(fr protocol.Frame) bool { return fr.MsgID == q1Msg })
 	if n := dev.count(rebootMsg); n != 0 {
@@ -131,7 +135,9 @@ func TestStaleCommandNeverRuns(t *testing.T) {
 	}
 	s.startEgress(s.id + "-egress-fresh")
 	_, q2 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
-	q2c := s.waitCommand(q2.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool { return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued })
+	q2c := s.waitCommand(q2.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool {
+		return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued
+	})
 	q2Msg := q2c.History[len(q2c.History)-1].MsgID
 	dev.until(t, 60*time.Second, "sd_info frame from the fresh group", func(fr protocol.Frame) bool { return fr.MsgID == q2Msg })
 	if n := dev.count(rebootMsg); n != 0 {
@@ -242,4 +248,70 @@ func TestEgressKillNoDoubleExecution(t *testing.T) {
 	if finals[schemas.CommandSucceeded] == 0 {
 		t.Fatalf("no command succeeded: %v", finals)
 	}
+}
+
+// samePartition returns an sn of the form prefix+"B"+n whose partition of
+// ams.* (murmur2, as every producer of the pipeline) is the partition of sn.
+func samePartition(t *testing.T, sn, prefix string) string {
+	t.Helper()
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("x")
+	want := p.Partition(&kgo.Record{Key: []byte(sn)}, e2ePartitions)
+	for i := range 10000 {
+		c := fmt.Sprintf("%sB%09d", prefix, i)
+		if p.Partition(&kgo.Record{Key: []byte(c)}, e2ePartitions) == want {
+			return c
+		}
+	}
+	t.Fatal("no sn found in the same partition")
+	return ""
+}
+
+// TestQueueBytesBound is the issue's stall: 62 queued commands of 16 KiB for
+// one offline device used to make its state record larger than the
+// producer's record limit, and the partition's transaction failed forever.
+// Now the commands beyond the byte bound are REJECTED queue_full, and
+// another device of the same partition still gets its commands.
+func TestQueueBytesBound(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	prefix := e2eSNPrefix(t)
+	full := simSN(prefix, 1)
+	other := samePartition(t, full, prefix)
+	s.register(full, e2eRegistration{})
+	s.register(other, e2eRegistration{})
+	s.waitRegistered(full, other)
+	dev := &frameLog{d: s.startSilentDevice(other)}
+
+	big := json.RawMessage(`{"x":"` + strings.Repeat("a", 16<<10-8) + `"}`)
+	var ids []string
+	for range 62 {
+		_, a := s.postCommand(full, commandRequest{Kind: "face_snapshot", Body: big, Timeout: "10s", Expires: "10m"}, 0)
+		ids = append(ids, a.ID)
+	}
+	states := map[string]int{}
+	for _, id := range ids {
+		c := s.waitCommand(id, "QUEUED or REJECTED", 60*time.Second, func(c amsredis.Command) bool {
+			return c.State == schemas.CommandQueued || c.State == schemas.CommandRejected
+		})
+		if c.State == schemas.CommandRejected && c.Reason != "queue_full" {
+			t.Fatalf("command %s rejected with %q, want queue_full", id, c.Reason)
+		}
+		states[c.State+" "+c.Reason]++
+	}
+	if states[schemas.CommandRejected+" queue_full"] == 0 {
+		t.Fatalf("62 commands of 16 KiB: %v, want some REJECTED queue_full", states)
+	}
+	// The answer a caller waiting for the result gets.
+	code, a := s.postCommand(full, commandRequest{Kind: "face_snapshot", Body: big, Timeout: "10s"}, 30*time.Second)
+	if code != http.StatusOK || a.State != schemas.CommandRejected || a.Reason != "queue_full" || !a.Final {
+		t.Fatalf("one more: %d %s (%s), want 200 REJECTED queue_full", code, a.State, a.Reason)
+	}
+
+	// The partition carries on: the other device gets a command.
+	_, q := s.postCommand(other, commandRequest{Kind: "sd_info", Timeout: "1m"}, 0)
+	qc := s.waitCommand(q.ID, "SENT", 60*time.Second, func(c amsredis.Command) bool {
+		return c.State == schemas.CommandSent || c.State == schemas.CommandDelivered
+	})
+	msg := qc.History[len(qc.History)-1].MsgID
+	dev.until(t, 30*time.Second, "the other device's command", func(fr protocol.Frame) bool { return fr.MsgID == msg })
+	t.Logf("62 commands of 16 KiB to %s: %v; %s (same partition) carried on", full, states, other)
 }
