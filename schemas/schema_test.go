@@ -251,10 +251,11 @@ func TestGoldenFingerprints(t *testing.T) {
 		"downlink.avsc":                    0xc7d67ef0c1a43d22,
 		"downlink_receipt.avsc":            0x57cf40c0a0e43724,
 		"reject.avsc":                      0xbdc39274a3a10e2f,
-		"device_state.avsc":                0xcf6a62f8b1e767c9,
+		"device_state.avsc":                0x756aedbc5dac5b40,
 		"history/presence.v1.avsc":         0xd8285e9e59128035,
 		"history/downlink.v1.avsc":         0x554638a9f2b4f4ac,
 		"history/downlink_receipt.v1.avsc": 0x1a1a47ecfa22ef89,
+		"history/device_state.v1.avsc":     0xcf6a62f8b1e767c9,
 	}
 	r := newRegistry(t)
 	versions := r.Versions()

@@ -257,6 +257,14 @@ type DeviceState struct {
 	TokenSHA256          string           `avro:"token_sha256"`
 	PendingCommands      []PendingCommand `avro:"pending_commands"` // commands not in a final state, in acceptance order
 	UpdatedAt            time.Time        `avro:"updated_at"`
+	HandshakeBucket      *TokenBucket     `avro:"handshake_bucket"` // rate limit of new handshakes; nil: full
+	FrameBucket          *TokenBucket     `avro:"frame_bucket"`     // rate limit of frames; nil: full
+}
+
+// TokenBucket is a per-device rate limit's bucket (part of DeviceState).
+type TokenBucket struct {
+	MilliTokens int64     `avro:"milli_tokens"` // tokens left at At, in thousandths
+	At          time.Time `avro:"at"`
 }
 
 // PresenceState is a device's presence as a processor tracks it (part of
