@@ -51,7 +51,7 @@ func processCommand() command {
 			maxInFlight := fs.Int("command-max-inflight", 0, "commands of one device awaiting a reply at once (0: default 4)")
 			replyTimeout := fs.Duration("command-reply-timeout", 0, "default wait for a device's reply to a command (0: default 30s)")
 			queueTTL := fs.Duration("command-queue-ttl", 0, "default time a command may wait queued for an offline device (0: default 10m)")
-			allowUnreg := fs.Bool("allow-unregistered", false, "let devices that ams.registry does not hold handshake (dev only; off: their handshake is rejected unregistered)")
+			allowUnreg := fs.Bool("allow-unregistered", false, "open (dev) mode: devices that ams.registry does not hold may handshake, and any device with a session gets upload credentials (off: such a handshake is rejected unregistered, 703 needs a registered, bound device)")
 			hsBurst := fs.Int("rate-handshake-burst", 0, "new handshakes a device may make at once (0: default 5; negative: no limit)")
 			hsEvery := fs.Duration("rate-handshake-every", 0, "one more handshake allowed per this interval (0: default 1m)")
 			frBurst := fs.Int("rate-frame-burst", 0, "frames a device may send at once (0: default 120; negative: no limit)")

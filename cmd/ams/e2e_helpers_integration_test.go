@@ -56,6 +56,10 @@ type stackOptions struct {
 	heartbeatTimeout time.Duration // -heartbeat-timeout (0: the default)
 	replyTimeout     time.Duration // -command-reply-timeout (0: the default)
 	clickhouse       bool          // also run `ams sink clickhouse` into a private database
+	// allowUnregistered runs the processors in the open (dev) mode
+	// (-allow-unregistered): unregistered devices handshake, unbound ones
+	// get upload credentials.
+	allowUnregistered bool
 }
 
 // stack is one test's whole pipeline: private topics, a private broker, a
@@ -169,6 +173,9 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	}
 	if o.replyTimeout > 0 {
 		s.procArgs = append(s.procArgs, "-command-reply-timeout", o.replyTimeout.String())
+	}
+	if o.allowUnregistered {
+		s.procArgs = append(s.procArgs, "-allow-unregistered")
 	}
 	for i := range o.processors {
 		s.startProcessor(fmt.Sprintf("p%d", i))

@@ -8,6 +8,7 @@ package main
 //	go test -tags integration -count=1 -run 'TestStaleCommandNeverRuns|TestEgressKillNoDoubleExecution' ./cmd/ams/
 
 import (
+	crand "crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/devicesim"
@@ -314,4 +316,77 @@ func TestQueueBytesBound(t *testing.T) {
 	msg := qc.History[len(qc.History)-1].MsgID
 	dev.until(t, 30*time.Second, "the other device's command", func(fr protocol.Frame) bool { return fr.MsgID == msg })
 	t.Logf("62 commands of 16 KiB to %s: %v; %s (same partition) carried on", full, states, other)
+}
+
+// waitReject waits for a reject of sn with reason in ams.rejects.
+func (s *e2eStack) waitReject(sn, reason string) schemas.Reject {
+	s.t.Helper()
+	var found schemas.Reject
+	e2eWaitFor(s.t, 30*time.Second, "a reject "+reason+" of "+sn, func() (bool, string) {
+		for _, r := range decodeAll[schemas.Reject](s, s.names.Rejects) {
+			if r.SN == sn && r.Reason == reason {
+				found = r
+				return true, ""
+			}
+		}
+		return false, "not yet"
+	})
+	return found
+}
+
+// TestRegistrationEnforced (issue 11 section 5, production mode): a device
+// ams.registry does not hold gets no session (reject unregistered, no
+// downlink); deleting a registered device ends its session (its next
+// heartbeat is refused no_session).
+func TestRegistrationEnforced(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	prefix := e2eSNPrefix(t)
+	stranger, known := simSN(prefix, 1), simSN(prefix, 2)
+
+	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(s.broker.URL).SetClientID(stranger).
+		SetCleanSession(true).SetAutoReconnect(false))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer cl.Disconnect(100)
+	_, sData, err := protocol.NewHandshake(s.pub, crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := protocol.Frame{CmdType: protocol.CmdHandshake, ProtocolVersion: "V1.0", Data: sData}
+	if tok := cl.Publish(protocol.UplinkTopic(stranger), 1, false, hs.Encode()); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	s.waitReject(stranger, "unregistered")
+	// The reject is committed in the transaction that would have carried
+	// the handshake reply: there is none.
+	for _, d := range decodeAll[schemas.Downlink](s, s.names.Downlink) {
+		if d.SN == stranger {
+			t.Fatalf("downlink %s for the unregistered device", d.Purpose)
+		}
+	}
+
+	s.register(known, e2eRegistration{})
+	s.waitRegistered(known)
+	dev := s.startSilentDevice(known)
+	if code, b := s.apiDo(http.MethodDelete, "/v1/devices/"+known, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", code, b)
+	}
+	// Once the deletion is processed the session is gone: a heartbeat
+	// (encrypted with the old session) is refused. Heartbeats before that
+	// are answered; send until one is refused.
+	hb := protocol.Frame{CmdType: protocol.CmdHeartbeat, ProtocolVersion: "V1.0",
+		Data: protocol.EncryptBody(dev.session, []byte(`{"iOnline":1}`))}
+	e2eWaitFor(t, 30*time.Second, "a heartbeat refused no_session after the deletion", func() (bool, string) {
+		if tok := dev.cl.Publish(protocol.UplinkTopic(known), 1, false, hb.Encode()); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return false, fmt.Sprint(tok.Error())
+		}
+		time.Sleep(300 * time.Millisecond)
+		for _, r := range decodeAll[schemas.Reject](s, s.names.Rejects) {
+			if r.SN == known && r.Reason == "no_session" {
+				return true, ""
+			}
+		}
+		return false, "heartbeats still accepted"
+	})
 }

@@ -101,9 +101,11 @@ type Config struct {
 	// (the state keeps no device's own version); "" means
 	// DefaultCommandProtocolVersion.
 	CommandProtocolVersion string
-	// AllowUnregistered lets a device that ams.registry does not hold
-	// handshake (dev mode). Off: such a handshake is rejected unregistered
-	// before any RSA work, and the device gets no session.
+	// AllowUnregistered is the open (dev) mode: a device that ams.registry
+	// does not hold may handshake, and upload credentials (703) go to any
+	// device with a session. Off (production): such a handshake is rejected
+	// unregistered before any RSA work, and 703 is answered only for
+	// registered, bound devices (else a reject unbound).
 	AllowUnregistered bool
 	// Limits are the per-device rate limits (zero fields: defaults).
 	Limits Limits

@@ -175,4 +175,11 @@ func TestUploadNeedsBinding(t *testing.T) {
 	if len(o.downlinks) != 1 {
 		t.Fatalf("bound: %+v", o)
 	}
+	// The open (dev) mode answers any device with a session.
+	open := newTestProcessor(t, nil)
+	fo := &feeder{tb: t, p: open}
+	so, _ := run(t, open, testT0, nil, fo.frame(vectors.SN, vectors.Handshake.Request, testT0))
+	if _, o = run(t, open, testT0, so, fo.frame(vectors.SN, req, testT0)); len(o.downlinks) != 1 {
+		t.Fatalf("open mode, unregistered: %+v", o)
+	}
 }

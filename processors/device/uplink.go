@@ -309,7 +309,7 @@ func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State 
 			c.seen(next, raw)
 			c.streamReply(next, f, stream)
 		case protocol.AmsUploadParams:
-			if !next.reg.Registered || !next.reg.Bound {
+			if (!next.reg.Registered || !next.reg.Bound) && !c.p.openReg {
 				c.reject(ReasonUnbound, "upload credentials are only for registered, bound devices", raw.Topic, raw.Payload)
 				return s
 			}
