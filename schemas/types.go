@@ -185,7 +185,19 @@ type Downlink struct {
 	CommandID *string   `avro:"command_id"`
 	Purpose   string    `avro:"purpose"` // e.g. handshake_reply, heartbeat_reply, bind_status, command
 	CreatedAt time.Time `avro:"created_at"`
+	// Deadline: egress never publishes the frame at or after it (nil: none).
+	Deadline *time.Time `avro:"deadline"`
+	// AtMostOnce: the frame must not be published twice (see downlink.avsc).
+	AtMostOnce bool `avro:"at_most_once"`
 }
+
+// DownlinkReceipt statuses.
+const (
+	ReceiptPublished            = "published"              // the broker acknowledged the frame
+	ReceiptPublishing           = "publishing"             // intent: egress is about to publish an at_most_once frame
+	ReceiptExpiredBeforePublish = "expired_before_publish" // the deadline passed first; not published
+	ReceiptDeliveryUnknown      = "delivery_unknown"       // an intent without outcome found after a restart; not published again
+)
 
 // DownlinkReceipt is one record of ams.downlink.receipts: the broker
 // acknowledged a downlink.
@@ -196,6 +208,7 @@ type DownlinkReceipt struct {
 	MsgID       string    `avro:"msg_id"`
 	PublishedAt time.Time `avro:"published_at"`
 	Egress      string    `avro:"egress"` // id of the egress instance
+	Status      string    `avro:"status"` // Receipt*; "published" in records written before the field existed
 }
 
 // Reject stages.
@@ -245,6 +258,14 @@ type DeviceState struct {
 	TokenSHA256          string           `avro:"token_sha256"`
 	PendingCommands      []PendingCommand `avro:"pending_commands"` // commands not in a final state, in acceptance order
 	UpdatedAt            time.Time        `avro:"updated_at"`
+	HandshakeBucket      *TokenBucket     `avro:"handshake_bucket"` // rate limit of new handshakes; nil: full
+	FrameBucket          *TokenBucket     `avro:"frame_bucket"`     // rate limit of frames; nil: full
+}
+
+// TokenBucket is a per-device rate limit's bucket (part of DeviceState).
+type TokenBucket struct {
+	MilliTokens int64     `avro:"milli_tokens"` // tokens left at At, in thousandths
+	At          time.Time `avro:"at"`
 }
 
 // PresenceState is a device's presence as a processor tracks it (part of

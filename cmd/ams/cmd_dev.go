@@ -261,7 +261,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		flags func(*flag.FlagSet) func(context.Context, io.Writer, io.Writer) error
 		args  []string
 	}{
-		{"process", processCommand().flags, []string{"-ops-addr=", "-instance-id", "dev",
+		{"process", processCommand().flags, []string{"-ops-addr=", "-instance-id", "dev", "-allow-unregistered",
 			"-rsa-private-key-file", sec.privateKeyFile, "-kek-file", sec.kekFile,
 			"-stream-secret-file", sec.streamSecretFile, "-stream-base-url", "rtmp://127.0.0.1:1935/live",
 			"-upload-signing-secret-file", sec.uploadSecretFile, "-upload-host-url", "http://127.0.0.1:9900", "-upload-bucket", "ams-dev"}},

@@ -52,6 +52,12 @@ func processCommand() command {
 			maxInFlight := fs.Int("command-max-inflight", 0, "commands of one device awaiting a reply at once (0: default 4)")
 			replyTimeout := fs.Duration("command-reply-timeout", 0, "default wait for a device's reply to a command (0: default 30s)")
 			queueTTL := fs.Duration("command-queue-ttl", 0, "default time a command may wait queued for an offline device (0: default 10m)")
+			allowUnreg := fs.Bool("allow-unregistered", false, "open (dev) mode: devices that ams.registry does not hold may handshake, and any device with a session gets upload credentials (off: such a handshake is rejected unregistered, 703 needs a registered, bound device)")
+			hsBurst := fs.Int("rate-handshake-burst", 0, "new handshakes a device may make at once (0: default 5; negative: no limit)")
+			hsEvery := fs.Duration("rate-handshake-every", 0, "one more handshake allowed per this interval (0: default 1m)")
+			frBurst := fs.Int("rate-frame-burst", 0, "frames a device may send at once (0: default 120; negative: no limit)")
+			frEvery := fs.Duration("rate-frame-every", 0, "one more frame allowed per this interval (0: default 100ms)")
+			maxListBytes := fs.Int("command-max-list-bytes", 0, "most bytes of one device's command list in its state record; a command beyond it is REJECTED queue_full (0: default 967244, the producer's 1000012-byte record limit less 32 KiB)")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -108,17 +114,19 @@ func processCommand() command {
 				ops := opshttp.New(log)
 				names := k.names()
 				proc, err := device.New(device.Config{
-					Topics:           names,
-					Registry:         reg,
-					PrivateKeys:      keys,
-					KEK:              kek,
-					PreviousKEKs:     prev,
-					HeartbeatTimeout: *heartbeat,
-					Stream:           device.StreamConfig{BaseURL: *streamURL, Secret: streamSecret},
-					Upload:           upload,
-					Commands:         cmdlife.Config{MaxInFlight: *maxInFlight, ReplyTimeout: *replyTimeout, QueueTTL: *queueTTL},
-					Metrics:          ops.Registry,
-					Logger:           log,
+					Topics:            names,
+					Registry:          reg,
+					PrivateKeys:       keys,
+					KEK:               kek,
+					PreviousKEKs:      prev,
+					HeartbeatTimeout:  *heartbeat,
+					Stream:            device.StreamConfig{BaseURL: *streamURL, Secret: streamSecret},
+					Upload:            upload,
+					Commands:          cmdlife.Config{MaxInFlight: *maxInFlight, ReplyTimeout: *replyTimeout, QueueTTL: *queueTTL, MaxListBytes: *maxListBytes},
+					AllowUnregistered: *allowUnreg,
+					Limits:            device.Limits{HandshakeBurst: *hsBurst, HandshakeEvery: *hsEvery, FrameBurst: *frBurst, FrameEvery: *frEvery},
+					Metrics:           ops.Registry,
+					Logger:            log,
 				})
 				if err != nil {
 					return err

@@ -60,6 +60,10 @@ type stackOptions struct {
 	streamBase       string        // -stream-base-url (default rtmp://vms.e2e.test/live)
 	uploadHost       string        // -upload-host-url (default https://upload.e2e.test)
 	uploadCallback   string        // -upload-callback-url (default none)
+	// allowUnregistered runs the processors in the open (dev) mode
+	// (-allow-unregistered): unregistered devices handshake, unbound ones
+	// get upload credentials.
+	allowUnregistered bool
 }
 
 // stack is one test's whole pipeline: private topics, a private broker, a
@@ -83,6 +87,11 @@ type e2eStack struct {
 
 	procArgs []string
 	procs    map[string]*mqttconform.Process
+
+	// egress is the running `ams egress`; egressArgs its arguments without
+	// -egress-group (see startEgress).
+	egress     *mqttconform.Process
+	egressArgs []string
 
 	// Upload parameters (703) the processors answer with.
 	uploadHost, uploadBucket, uploadPath string
@@ -185,6 +194,9 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	if o.replyTimeout > 0 {
 		s.procArgs = append(s.procArgs, "-command-reply-timeout", o.replyTimeout.String())
 	}
+	if o.allowUnregistered {
+		s.procArgs = append(s.procArgs, "-allow-unregistered")
+	}
 	for i := range o.processors {
 		s.startProcessor(fmt.Sprintf("p%d", i))
 	}
@@ -198,16 +210,16 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		"-event-disconnected-filter", "",
 		"-instance", "ingest-"+s.id,
 	)...)
-	mqttconform.StartProcess(t, "egress", amsBinary, append(append([]string{"egress"}, kafkaArgs...),
+	s.egressArgs = append(append([]string{"egress"}, kafkaArgs...),
 		"-ops-addr", "127.0.0.1:0",
 		"-mqtt-url", s.broker.URL,
 		"-egress-id", "ams-egress-"+s.id,
-		"-egress-group", s.id+"-egress",
 		"-mqtt-connections", "2",
 		"-mqtt-keepalive", "5s",
 		"-commit-interval", "200ms",
 		"-kafka-session-timeout", "10s",
-	)...)
+	)
+	s.startEgress(s.id + "-egress")
 	mqttconform.StartProcess(t, "sink-redis", amsBinary, append(append([]string{"sink", "redis"}, kafkaArgs...),
 		"-ops-addr", "127.0.0.1:0",
 		"-redis-addr", testenv.RedisAddr(),
@@ -229,6 +241,14 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 		s.startClickHouseSink(kafkaArgs)
 	}
 	return s
+}
+
+// startEgress starts `ams egress` in consumer group group and waits until
+// it is ready.
+func (s *e2eStack) startEgress(group string) *mqttconform.Process {
+	s.t.Helper()
+	s.egress = mqttconform.StartProcess(s.t, "egress", amsBinary, append(append([]string{}, s.egressArgs...), "-egress-group", group)...)
+	return s.egress
 }
 
 // startClickHouseSink migrates a private ClickHouse database with `ams

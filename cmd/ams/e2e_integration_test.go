@@ -122,7 +122,11 @@ func (r *lifeRecorder) snapshot(f func(r *lifeRecorder)) {
 // reply is verified by the simulated device; malformed frames end in
 // ams.rejects with their reasons while the pipeline keeps answering.
 func TestDeviceLife(t *testing.T) {
-	s := startStack(t, stackOptions{clickhouse: true})
+	// The open (dev) mode: a third of the fleet is unregistered and still
+	// handshakes, and unbound devices get 703 credentials. The production
+	// rules (no session for unregistered devices, 703 only when bound) are
+	// TestRegistrationEnforced's.
+	s := startStack(t, stackOptions{clickhouse: true, allowUnregistered: true})
 	const n = 20
 	prefix := e2eSNPrefix(t)
 	bound := func(i int) bool { return i%3 == 0 }
@@ -563,8 +567,10 @@ func TestCommandsRoundTrip(t *testing.T) {
 		if a.Kind != k.Name || a.SN != sn {
 			t.Errorf("%s: answer names kind %s sn %s", k.Name, a.Kind, a.SN)
 		}
-		if h := historyStates(a.Command); len(h) < 3 || h[0] != schemas.CommandAccepted || h[len(h)-1] != schemas.CommandSucceeded || !slices.Contains(h, schemas.CommandSent) {
-			t.Errorf("%s: history %v, want ACCEPTED, SENT, [DELIVERED,] SUCCEEDED", k.Name, h)
+		// DELIVERED always precedes SUCCEEDED, also when the reply overtakes
+		// the broker receipt (issue 13: reset and stream_control lacked it).
+		if h := historyStates(a.Command); !slices.Equal(h, []string{schemas.CommandAccepted, schemas.CommandSent, schemas.CommandDelivered, schemas.CommandSucceeded}) {
+			t.Errorf("%s: history %v, want ACCEPTED, SENT, DELIVERED, SUCCEEDED", k.Name, h)
 		}
 		if k.Name == "sd_info" {
 			var v protocol.SDCardInfo

@@ -95,6 +95,13 @@ type Kind struct {
 	// Default is the body used when a request carries none (empty, or JSON
 	// null); "" means a body is required.
 	Default string
+	// Idempotent: carrying the command out twice has the same effect as
+	// once (a query, or setting values to what the body says). Egress may
+	// publish the frame of an idempotent command again when it cannot tell
+	// whether an earlier publish reached the broker; a command that is not
+	// idempotent is published at most once, and an uncertain delivery ends
+	// it FAILED delivery_unknown (sinks/egress README, "At most once").
+	Idempotent bool
 }
 
 // ErrUnknownKind is returned (wrapped) for a command name that is not in the table.
@@ -122,7 +129,7 @@ func table() []Kind {
 	one, bindStatus := []int64{1}, []int64{0, 1}
 	return []Kind{
 		{Name: "config", CmdType: protocol.CmdCommand, Code: protocol.AppGetConfig,
-			Doc: "ask for the configuration and tell the bind status",
+			Doc: "ask for the configuration and tell the bind status", Idempotent: true,
 			Body: Spec{Fields: []Field{
 				{Name: "iGetconfig", Type: Int, Required: true, OneOf: one},
 				{Name: "iBindStatus", Type: Int, Required: true, OneOf: bindStatus},
@@ -146,15 +153,15 @@ func table() []Kind {
 		{Name: "vehicle_snapshot", CmdType: protocol.CmdCommand, Code: protocol.AppVehicleSnapshot,
 			Doc: "vehicle snapshot settings", Body: Spec{Open: true, NonEmpty: true}},
 		{Name: "other_settings", CmdType: protocol.CmdCommand, Code: protocol.AppTimeAlarm,
-			Doc: "time zone, alarm light, siren settings", Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "time zone, alarm light, siren settings", Idempotent: true, Body: Spec{Open: true, NonEmpty: true}},
 		{Name: "audio_video", CmdType: protocol.CmdCommand, Code: protocol.AppAudioVideo,
-			Doc: "audio and video settings", Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "audio and video settings", Idempotent: true, Body: Spec{Open: true, NonEmpty: true}},
 		{Name: "sd_info", CmdType: protocol.CmdCommand, Code: protocol.AppGetSDInfo,
-			Doc:     "read the SD card state",
+			Doc: "read the SD card state", Idempotent: true,
 			Body:    Spec{Fields: []Field{{Name: "iGetSDInfo", Type: Int, Required: true, OneOf: one}}},
 			Default: `{"iGetSDInfo":1}`},
 		{Name: "osd", CmdType: protocol.CmdCommand, Code: protocol.AppOSD,
-			Doc: "OSD settings; sOsdName sets the device name",
+			Doc: "OSD settings; sOsdName sets the device name", Idempotent: true,
 			Body: Spec{Open: true, NonEmpty: true, Fields: []Field{
 				{Name: "sOsdName", Type: Object, Spec: &Spec{Open: true, Fields: []Field{
 					{Name: "iEnable", Type: Int, Required: true, OneOf: bindStatus},

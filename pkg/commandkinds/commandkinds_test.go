@@ -223,3 +223,16 @@ func FuzzNormalize(f *testing.F) {
 		}
 	})
 }
+
+// TestIdempotent: the commands that change the device irreversibly or
+// do something each time (reboot, reset, format, log upload, snapshots,
+// streaming and upload control) are not idempotent, so egress never
+// publishes them twice; queries and set-to-value settings are.
+func TestIdempotent(t *testing.T) {
+	want := map[string]bool{"config": true, "sd_info": true, "osd": true, "other_settings": true, "audio_video": true}
+	for _, k := range All() {
+		if k.Idempotent != want[k.Name] {
+			t.Errorf("%s: Idempotent %v, want %v", k.Name, k.Idempotent, want[k.Name])
+		}
+	}
+}

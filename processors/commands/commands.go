@@ -17,8 +17,16 @@
 //	   ▼                       online + session + free slot   ▼
 //	 SENT ◀───────────────────────────────────────────────────┘
 //	   ├─ broker receipt ─▶ DELIVERED
+//	   ├─ egress receipt expired_before_publish (SENT) ─▶ EXPIRED
+//	   ├─ egress receipt delivery_unknown (SENT) ─▶ FAILED
 //	   ├─ reply with the command's sMsgId (SENT or DELIVERED) ─▶ SUCCEEDED
+//	   │    (from SENT: DELIVERED first, in the same Tx)
 //	   └─ reply deadline (SENT or DELIVERED) ─▶ TIMED_OUT
+//
+// A final state is final: nothing sends a command again, and a late reply
+// or receipt changes nothing (OutcomeLateReply, OutcomeFinished). The frame
+// of a sent command carries a publish deadline (Send.PublishBy) before the
+// reply deadline, so egress cannot publish it after the command went final.
 //
 // FAILED is reached by a pending command whose kind is no longer in
 // pkg/commandkinds when it is due to be sent (a state restored by a newer
@@ -62,6 +70,16 @@ const (
 	DefaultQueueTTL       = 10 * time.Minute
 	DefaultRecentFinished = 16
 	DefaultMaxQueued      = 64
+	// DefaultMaxListBytes bounds a device's command list by size: franz-go's
+	// default largest record (ProducerBatchMaxBytes, 1,000,012 bytes, Kafka's
+	// default max.message.bytes) less 32 KiB for the rest of the device's
+	// state record.
+	DefaultMaxListBytes = 1_000_012 - 32<<10
+	// DefaultPublishGuard is how long before a sent command's reply deadline
+	// its frame stops being publishable (Send.PublishBy), at most half the
+	// reply timeout: the time the broker may take to hand the frame to the
+	// device, so the device cannot receive it after the command went final.
+	DefaultPublishGuard = time.Second
 )
 
 // Reasons of REJECTED, TIMED_OUT, EXPIRED and FAILED events. An invalid body
@@ -77,6 +95,14 @@ const (
 	ReasonQueueFull      = "queue_full"     // MaxQueued commands already wait
 	ReasonReplyTimeout   = "reply_timeout"
 	ReasonQueueExpired   = "queue_expired"
+	// EXPIRED after SENT: egress found the frame's publish deadline passed
+	// and did not publish it (a receipt with that status).
+	ReasonExpiredBeforePublish = schemas.ReceiptExpiredBeforePublish
+	// FAILED after SENT: egress stopped between recording its intent to
+	// publish the frame and recording the outcome; whether the device got
+	// it is unknown, and it is not published again (the kind is not
+	// idempotent). The caller decides whether to retry.
+	ReasonDeliveryUnknown = schemas.ReceiptDeliveryUnknown
 )
 
 // Config is the lifecycle's policy. Zero fields take the defaults.
@@ -96,6 +122,11 @@ type Config struct {
 	// MaxQueued is how many commands may wait QUEUED for one device; a
 	// request beyond it is REJECTED queue_full. Default 64.
 	MaxQueued int
+	// MaxListBytes bounds the size of a device's command list (ListBytes)
+	// as it is stored in the device's state record: a request that would
+	// take the list past it is REJECTED queue_full, so no state record can
+	// outgrow what the producer can write. Default DefaultMaxListBytes.
+	MaxListBytes int
 }
 
 // WithDefaults returns c with zero fields set to the defaults.
@@ -115,13 +146,16 @@ func (c Config) WithDefaults() Config {
 	if c.MaxQueued == 0 {
 		c.MaxQueued = DefaultMaxQueued
 	}
+	if c.MaxListBytes == 0 {
+		c.MaxListBytes = DefaultMaxListBytes
+	}
 	return c
 }
 
 // Validate reports a negative field.
 func (c Config) Validate() error {
-	if c.MaxInFlight < 0 || c.ReplyTimeout < 0 || c.QueueTTL < 0 || c.RecentFinished < 0 || c.MaxQueued < 0 {
-		return errors.New("commands: negative MaxInFlight, ReplyTimeout, QueueTTL, RecentFinished or MaxQueued")
+	if c.MaxInFlight < 0 || c.ReplyTimeout < 0 || c.QueueTTL < 0 || c.RecentFinished < 0 || c.MaxQueued < 0 || c.MaxListBytes < 0 {
+		return errors.New("commands: negative MaxInFlight, ReplyTimeout, QueueTTL, RecentFinished, MaxQueued or MaxListBytes")
 	}
 	return nil
 }
@@ -146,6 +180,21 @@ func inFlight(state string) bool {
 type Send struct {
 	Command schemas.PendingCommand
 	CmdType int
+	// PublishBy is the frame's deadline (Downlink.deadline): the command's
+	// reply deadline less the publish guard (DefaultPublishGuard, at most
+	// half the reply timeout). Egress does not publish the frame from then
+	// on, so a frame replayed by an egress that was down, or by a new
+	// egress group, cannot reach the device after the command went final.
+	PublishBy time.Time
+	// AtMostOnce: the kind is not idempotent (commandkinds.Kind.Idempotent),
+	// so the frame must never be published twice (Downlink.at_most_once).
+	AtMostOnce bool
+}
+
+// PublishBy returns the publish deadline of a command sent at sentAt with
+// the reply timeout timeout (see Send.PublishBy).
+func PublishBy(sentAt time.Time, timeout time.Duration) time.Time {
+	return sentAt.Add(timeout - min(DefaultPublishGuard, timeout/2))
 }
 
 // Effect is one output of a Tx, in order: a command event (SN left empty
@@ -160,13 +209,15 @@ type Outcome string
 
 // Outcomes.
 const (
-	OutcomeAccepted  Outcome = "accepted"  // a new command (sent, queued, or rejected as offline)
-	OutcomeRejected  Outcome = "rejected"  // refused before acceptance
-	OutcomeDuplicate Outcome = "duplicate" // a request whose id is pending or recently finished: ignored
-	OutcomeApplied   Outcome = "applied"   // a receipt or reply moved a command
-	OutcomeFinished  Outcome = "finished"  // a receipt or reply for a command already finished: ignored
-	OutcomeUnknown   Outcome = "unknown"   // a receipt or reply matching no command: ignored
-	OutcomeStale     Outcome = "stale"     // a receipt for a command already delivered, or of another msg id: ignored
+	OutcomeAccepted  Outcome = "accepted"   // a new command (sent, queued, or rejected as offline)
+	OutcomeRejected  Outcome = "rejected"   // refused before acceptance
+	OutcomeDuplicate Outcome = "duplicate"  // a request whose id is pending or recently finished: ignored
+	OutcomeApplied   Outcome = "applied"    // a receipt or reply moved a command
+	OutcomeFinished  Outcome = "finished"   // a receipt or reply for a command already finished: ignored
+	OutcomeUnknown   Outcome = "unknown"    // a receipt or reply matching no command: ignored
+	OutcomeStale     Outcome = "stale"      // a receipt for a command already delivered, or of another msg id: ignored
+	OutcomeIntent    Outcome = "intent"     // egress's intent to publish (receipt status publishing): nothing to do
+	OutcomeLateReply Outcome = "late_reply" // a reply for a command already final: recorded (counted), changes nothing
 )
 
 // Lifecycle applies the policy of a Config. It holds no mutable state.
@@ -297,6 +348,8 @@ func (t *Tx) Submit(sn string, c schemas.Command, d Device) Outcome {
 		return reject(ReasonUnknownDevice)
 	case t.count(schemas.CommandQueued) >= t.l.cfg.MaxQueued:
 		return reject(ReasonQueueFull)
+	case ListBytes(t.list)+entryBytes(schemas.PendingCommand{CommandID: c.ID, Kind: c.Kind, Body: string(body)}) > t.l.cfg.MaxListBytes:
+		return reject(ReasonQueueFull)
 	}
 	p.Body = string(body)
 	p.TimeoutMs = c.TimeoutMs
@@ -363,31 +416,62 @@ func (t *Tx) Drain() {
 		p.Deadline = &dl
 		p.ExpiresAt = nil
 		t.event(p, schemas.CommandSent, "", nil)
-		t.effects = append(t.effects, Effect{Send: &Send{Command: *p, CmdType: k.CmdType}})
+		t.effects = append(t.effects, Effect{Send: &Send{Command: *p, CmdType: k.CmdType,
+			PublishBy:  PublishBy(t.now, time.Duration(p.TimeoutMs)*time.Millisecond),
+			AtMostOnce: !k.Idempotent}})
 		n++
 	}
 }
 
-// Receipt handles the broker's acknowledgement of the frame of command id
-// with sMsgId msgID: SENT becomes DELIVERED.
-func (t *Tx) Receipt(id, msgID string) Outcome {
+// Receipt handles egress's receipt (schemas.DownlinkReceipt.Status) for the
+// frame of command id with sMsgId msgID, when the command is SENT:
+//
+//   - published ("" in old records): the broker acknowledged it; DELIVERED.
+//   - publishing: egress's intent to publish; nothing changes (OutcomeIntent).
+//   - expired_before_publish: not published, its deadline passed; EXPIRED
+//     (the caller learns the command never went out).
+//   - delivery_unknown: egress stopped between its intent and the outcome,
+//     and does not publish it again; FAILED delivery_unknown.
+//
+// Any other status changes nothing (OutcomeUnknown). A receipt for a
+// command in a final state changes nothing (OutcomeFinished): a final state
+// is final.
+func (t *Tx) Receipt(id, msgID, status string) Outcome {
 	i := t.find(id)
 	switch {
 	case i < 0:
 		return OutcomeUnknown
 	case Final(t.list[i].State):
 		return OutcomeFinished
+	case status == schemas.ReceiptPublishing:
+		return OutcomeIntent
 	case t.list[i].State != schemas.CommandSent || t.list[i].MsgID != msgID:
 		return OutcomeStale
 	}
-	t.event(&t.list[i], schemas.CommandDelivered, "", nil)
+	switch status {
+	case schemas.ReceiptPublished, "":
+		t.event(&t.list[i], schemas.CommandDelivered, "", nil)
+	case schemas.ReceiptExpiredBeforePublish:
+		t.event(&t.list[i], schemas.CommandExpired, ReasonExpiredBeforePublish, nil)
+		t.finishAt(i)
+	case schemas.ReceiptDeliveryUnknown:
+		t.event(&t.list[i], schemas.CommandFailed, ReasonDeliveryUnknown, nil)
+		t.finishAt(i)
+	default:
+		return OutcomeUnknown
+	}
 	return OutcomeApplied
 }
 
 // Reply handles the device's reply frame: iCmdType cmdType (6, or 7 with
 // sub-kind code), sMsgId msgID, decrypted body. The command sent with
 // msgID (SENT or DELIVERED; for iCmdType 7 also of the same code) becomes
-// SUCCEEDED with the body as its reply.
+// SUCCEEDED with the body as its reply. A reply proves the frame reached the
+// device, so a command still SENT (its broker receipt not yet in: the reply
+// overtook it) first becomes DELIVERED, in the same Tx: every command that
+// succeeds has gone SENT, DELIVERED, SUCCEEDED, and the receipt that comes
+// after changes nothing. A reply for a command already final (e.g.
+// TIMED_OUT) changes nothing: OutcomeLateReply.
 func (t *Tx) Reply(cmdType, code int, msgID, body string) Outcome {
 	if msgID == "" {
 		return OutcomeUnknown
@@ -398,10 +482,13 @@ func (t *Tx) Reply(cmdType, code int, msgID, body string) Outcome {
 			continue
 		}
 		if Final(p.State) {
-			return OutcomeFinished
+			return OutcomeLateReply
 		}
 		if cmdType == 7 && int(p.Code) != code {
 			return OutcomeUnknown
+		}
+		if p.State == schemas.CommandSent {
+			t.event(p, schemas.CommandDelivered, "", nil)
 		}
 		reply := body
 		t.event(p, schemas.CommandSucceeded, "", &reply)
@@ -459,6 +546,24 @@ func Active(list []schemas.PendingCommand) int {
 		}
 	}
 	return n
+}
+
+// ListBytes is an upper estimate of the bytes list takes in the device's
+// state record (Avro: the strings and bodies plus a fixed allowance per
+// entry for lengths, numbers and timestamps; a command not yet sent is
+// counted with its 32-hex sMsgId to come).
+func ListBytes(list []schemas.PendingCommand) int {
+	n := 0
+	for _, p := range list {
+		n += entryBytes(p)
+	}
+	return n
+}
+
+func entryBytes(p schemas.PendingCommand) int {
+	const fixed = 64 // lengths, code, timeout, two timestamps, seq, union tags
+	msg := max(len(p.MsgID), 32)
+	return fixed + len(p.CommandID) + len(p.Kind) + msg + len(p.Body) + len(p.State)
 }
 
 func (t *Tx) count(state string) int {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,16 +88,37 @@ func TestTransitions(t *testing.T) {
 			op:      func(tx *Tx) Outcome { return tx.Submit("sn", cmd("a", "reboot"), online) },
 			outcome: OutcomeDuplicate, states: []string{"a:QUEUED"}},
 		{name: "delivered", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
-			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m") }, outcome: OutcomeApplied,
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", schemas.ReceiptPublished) }, outcome: OutcomeApplied,
 			effects: []string{"a:DELIVERED"}, states: []string{"a:DELIVERED"}},
 		{name: "receipt of another msg id", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
-			op: func(tx *Tx) Outcome { return tx.Receipt("a", "other") }, outcome: OutcomeStale, states: []string{"a:SENT"}},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "other", "") }, outcome: OutcomeStale, states: []string{"a:SENT"}},
 		{name: "succeeded (6)", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandDelivered)},
 			op: func(tx *Tx) Outcome { return tx.Reply(6, 0, "m", "{}") }, outcome: OutcomeApplied,
 			effects: []string{"a:SUCCEEDED"}, states: []string{"a:SUCCEEDED"}},
-		{name: "succeeded (7/704)", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+		{name: "succeeded (7/704) before the receipt: DELIVERED first", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
 			op: func(tx *Tx) Outcome { return tx.Reply(7, 704, "m", "{}") }, outcome: OutcomeApplied,
-			effects: []string{"a:SUCCEEDED"}, states: []string{"a:SUCCEEDED"}},
+			effects: []string{"a:DELIVERED", "a:SUCCEEDED"}, states: []string{"a:SUCCEEDED"}},
+		{name: "succeeded (6) before the receipt: DELIVERED first", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+			op: func(tx *Tx) Outcome { return tx.Reply(6, 0, "m", "{}") }, outcome: OutcomeApplied,
+			effects: []string{"a:DELIVERED", "a:SUCCEEDED"}, states: []string{"a:SUCCEEDED"}},
+		{name: "receipt after the reply", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSucceeded)},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", schemas.ReceiptPublished) }, outcome: OutcomeFinished,
+			states: []string{"a:SUCCEEDED"}},
+		{name: "intent receipt", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", schemas.ReceiptPublishing) }, outcome: OutcomeIntent,
+			states: []string{"a:SENT"}},
+		{name: "expired before publish", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", schemas.ReceiptExpiredBeforePublish) }, outcome: OutcomeApplied,
+			effects: []string{"a:EXPIRED"}, states: []string{"a:EXPIRED"}},
+		{name: "delivery unknown", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", schemas.ReceiptDeliveryUnknown) }, outcome: OutcomeApplied,
+			effects: []string{"a:FAILED"}, states: []string{"a:FAILED"}},
+		{name: "unknown receipt status", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
+			op: func(tx *Tx) Outcome { return tx.Receipt("a", "m", "teleported") }, outcome: OutcomeUnknown,
+			states: []string{"a:SENT"}},
+		{name: "late reply", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandTimedOut)},
+			op: func(tx *Tx) Outcome { return tx.Reply(6, 0, "m", "{}") }, outcome: OutcomeLateReply,
+			states: []string{"a:TIMED_OUT"}},
 		{name: "7 of another code", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
 			op: func(tx *Tx) Outcome { return tx.Reply(7, 705, "m", "{}") }, outcome: OutcomeUnknown, states: []string{"a:SENT"}},
 		{name: "unknown reply", list: []schemas.PendingCommand{sent("a", "m", schemas.CommandSent)},
@@ -163,7 +185,7 @@ func TestLateTick(t *testing.T) {
 		{CommandID: "b", Kind: "reboot", Code: 313, State: schemas.CommandQueued, ExpiresAt: &exp, Seq: 2},
 	}
 	tx := l.Begin(t0.Add(time.Minute), list, ids())
-	if got := tx.Reply(6, 0, "m", "{}"); got != OutcomeFinished {
+	if got := tx.Reply(6, 0, "m", "{}"); got != OutcomeLateReply {
 		t.Fatalf("reply after the deadline: %q", got)
 	}
 	effs := tx.Effects()
@@ -188,6 +210,42 @@ func TestQueueFull(t *testing.T) {
 	if r := tx.Effects()[4].Event.Reason; r != ReasonQueueFull {
 		t.Fatalf("reason %q", r)
 	}
+}
+
+// TestQueueBytes: the issue's case, 62 queued commands of 16 KiB, would
+// make the device's state record larger than the producer's record limit
+// (which used to abort the partition's transaction forever): the requests
+// beyond the byte bound are REJECTED queue_full, and the list stays below it.
+func TestQueueBytes(t *testing.T) {
+	l, _ := New(Config{MaxQueued: 100})
+	if got := l.Config().MaxListBytes; got != DefaultMaxListBytes {
+		t.Fatalf("MaxListBytes default %d", got)
+	}
+	big := `{"x":"` + strings.Repeat("a", 16<<10-8) + `"}`
+	var list []schemas.PendingCommand
+	rejected := 0
+	for i := range 62 {
+		tx := l.Begin(t0, list, ids())
+		c := cmd(fmt.Sprint("c", i), "face_snapshot")
+		c.Body = big
+		tx.Submit("sn", c, Device{Known: true})
+		for _, e := range tx.Effects() {
+			if e.Event.State == schemas.CommandRejected {
+				if e.Event.Reason != ReasonQueueFull {
+					t.Fatalf("command %d: reason %q", i, e.Event.Reason)
+				}
+				rejected++
+			}
+		}
+		list = tx.List()
+	}
+	if rejected == 0 {
+		t.Fatal("62 commands of 16 KiB all accepted")
+	}
+	if n := ListBytes(list); n > DefaultMaxListBytes {
+		t.Fatalf("list of %d bytes, bound %d", n, DefaultMaxListBytes)
+	}
+	t.Logf("%d of 62 rejected, list %d bytes", rejected, ListBytes(list))
 }
 
 func TestDeadline(t *testing.T) {

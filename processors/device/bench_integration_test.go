@@ -84,7 +84,10 @@ func newBenchKafka(b *testing.B) *benchKafka {
 func benchProcessor(b *testing.B, names kafkatopics.Names, kek [32]byte) *Processor {
 	b.Helper()
 	setup(b)
-	p, err := New(Config{Topics: names, Registry: testReg, PrivateKeys: testKeys, KEK: kek})
+	// The benchmarks measure processing, with unregistered devices sending
+	// as fast as they can: the open mode, no rate limits.
+	p, err := New(Config{Topics: names, Registry: testReg, PrivateKeys: testKeys, KEK: kek,
+		AllowUnregistered: true, Limits: Limits{HandshakeBurst: -1, FrameBurst: -1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -88,17 +88,20 @@ func (c *call) sendCommand(s *State, snd *commands.Send) {
 	}
 	id := p.CommandID
 	c.p.m.replies.WithLabelValues(PurposeCommand).Inc()
+	publishBy := snd.PublishBy
 	c.emit(c.p.topics.Downlink, &schemas.Downlink{
-		FrameID:   "command/" + id,
-		SN:        c.sn,
-		Topic:     protocol.DownlinkTopic(c.sn),
-		Payload:   f.Encode(),
-		CmdType:   int32(f.CmdType),
-		SubType:   int32(p.Code),
-		MsgID:     p.MsgID,
-		CommandID: &id,
-		Purpose:   PurposeCommand,
-		CreatedAt: c.now,
+		FrameID:    "command/" + id,
+		SN:         c.sn,
+		Topic:      protocol.DownlinkTopic(c.sn),
+		Payload:    f.Encode(),
+		CmdType:    int32(f.CmdType),
+		SubType:    int32(p.Code),
+		MsgID:      p.MsgID,
+		CommandID:  &id,
+		Purpose:    PurposeCommand,
+		CreatedAt:  c.now,
+		Deadline:   &publishBy,
+		AtMostOnce: snd.AtMostOnce,
 	})
 }
 
@@ -144,7 +147,7 @@ func (c *call) receipt(s *State) *State {
 		return s
 	}
 	return c.cmdTx(s, func(tx *commands.Tx) {
-		c.p.m.cmdInputs.WithLabelValues("receipt", string(tx.Receipt(*r.CommandID, r.MsgID))).Inc()
+		c.p.m.cmdInputs.WithLabelValues("receipt", string(tx.Receipt(*r.CommandID, r.MsgID, r.Status))).Inc()
 	})
 }
 

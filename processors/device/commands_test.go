@@ -240,7 +240,7 @@ func TestCommandSucceeded(t *testing.T) {
 		in, outcome string
 		want        float64
 	}{{"request", "accepted", 1}, {"request", "duplicate", 1}, {"receipt", "applied", 1}, {"receipt", "stale", 1},
-		{"reply", "applied", 1}, {"reply", "finished", 1}} {
+		{"reply", "applied", 1}, {"reply", "late_reply", 1}} {
 		if got := h.counter("ams_device_command_inputs_total", map[string]string{"input": c.in, "outcome": c.outcome}); got != c.want {
 			t.Errorf("command_inputs_total{%s,%s} = %v, want %v", c.in, c.outcome, got, c.want)
 		}
@@ -341,7 +341,7 @@ func TestCommandQueueOrderAndLimit(t *testing.T) {
 	// A reply frees a slot: q3 goes out in the same transaction.
 	h.kt.Advance(time.Second)
 	o = h.reply(6, 0, msg["q1"], `{"iTFCardState":6}`)
-	wantStates(t, "reply", o, "q1:SUCCEEDED/4", "q3:SENT/3")
+	wantStates(t, "reply", o, "q1:DELIVERED/4", "q1:SUCCEEDED/5", "q3:SENT/3")
 	if got := sentIDs(t, o); !slices.Equal(got, []string{"q3"}) {
 		t.Fatalf("sent %v", got)
 	}
@@ -434,11 +434,13 @@ func TestCommandAmsControl(t *testing.T) {
 	if len(o.events) != 1 || o.events[0].Kind != schemas.EventReply {
 		t.Fatalf("device event %+v", o.events)
 	}
-	wantStates(t, "704 answer", h.reply(7, 704, sMsg, `{"iResult":0}`), "s:SUCCEEDED/3")
+	// The reply overtakes the broker receipt: DELIVERED is recorded before
+	// SUCCEEDED (issue 13: stream_control histories lacked DELIVERED).
+	wantStates(t, "704 answer", h.reply(7, 704, sMsg, `{"iResult":0}`), "s:DELIVERED/3", "s:SUCCEEDED/4")
 	o = h.reply(7, 705, uMsg, `{"iResult":1}`)
-	wantStates(t, "705 answer", o, "u:SUCCEEDED/3")
-	if *o.commands[0].Reply != `{"iResult":1}` || o.commands[0].Code != 705 {
-		t.Fatalf("event %+v", o.commands[0])
+	wantStates(t, "705 answer", o, "u:DELIVERED/3", "u:SUCCEEDED/4")
+	if *o.commands[1].Reply != `{"iResult":1}` || o.commands[1].Code != 705 {
+		t.Fatalf("event %+v", o.commands[1])
 	}
 }
 
@@ -542,8 +544,8 @@ func TestCommandRestoreWhilePending(t *testing.T) {
 	// A late reply to p1 after another move matches a finished command.
 	h.kt.Restore()
 	wantStates(t, "late reply", h.reply(6, 0, p1, `{}`))
-	if got := h.counter("ams_device_command_inputs_total", map[string]string{"input": "reply", "outcome": "finished"}); got != 1 {
-		t.Fatalf("finished replies counted %v", got)
+	if got := h.counter("ams_device_command_inputs_total", map[string]string{"input": "reply", "outcome": "late_reply"}); got != 1 {
+		t.Fatalf("late replies counted %v", got)
 	}
 }
 
@@ -721,5 +723,42 @@ func TestTopicsDeclared(t *testing.T) {
 		if !slices.Contains(p.Inputs(), want) {
 			t.Errorf("Inputs() lacks %s", want)
 		}
+	}
+}
+
+// TestCommandFrameTrust: a command frame carries its publish deadline (the
+// reply deadline less the guard) and says whether it may be published twice;
+// egress's receipts that it did not publish end the command where the
+// caller sees it.
+func TestCommandFrameTrust(t *testing.T) {
+	h := newCmdHarness(t, nil)
+	h.handshake()
+	sent := h.kt.Now()
+	o := h.submit(schemas.Command{ID: "r", Kind: "reboot"})
+	d := o.downlinks[0]
+	if d.Deadline == nil || !d.Deadline.Equal(sent.Add(29*time.Second)) || !d.AtMostOnce {
+		t.Fatalf("reboot downlink deadline %v at_most_once %v, want %v true", d.Deadline, d.AtMostOnce, sent.Add(29*time.Second))
+	}
+	o = h.submit(schemas.Command{ID: "q", Kind: "sd_info"})
+	if q := o.downlinks[0]; q.AtMostOnce || q.Deadline == nil {
+		t.Fatalf("sd_info downlink %+v: idempotent, with a deadline", q)
+	}
+	intent := func(id, msg, status string) outputs {
+		return h.feed(testTopics.DownlinkReceipts, &schemas.DownlinkReceipt{FrameID: "command/" + id, SN: h.sn,
+			CommandID: &id, MsgID: msg, PublishedAt: h.kt.Now(), Egress: "test", Status: status})
+	}
+	wantStates(t, "intent", intent("r", d.MsgID, schemas.ReceiptPublishing))
+	o = intent("r", d.MsgID, schemas.ReceiptDeliveryUnknown)
+	wantStates(t, "delivery unknown", o, "r:FAILED/3")
+	if o.commands[0].Reason != "delivery_unknown" {
+		t.Fatalf("reason %q", o.commands[0].Reason)
+	}
+	wantStates(t, "published after final", intent("r", d.MsgID, schemas.ReceiptPublished))
+
+	o = h.submit(schemas.Command{ID: "x", Kind: "sd_format", Body: `{"iFormat":1}`})
+	o = intent("x", o.downlinks[0].MsgID, schemas.ReceiptExpiredBeforePublish)
+	wantStates(t, "expired before publish", o, "x:EXPIRED/3")
+	if o.commands[0].Reason != "expired_before_publish" {
+		t.Fatalf("reason %q", o.commands[0].Reason)
 	}
 }

@@ -156,6 +156,10 @@ func testConfig(tb testing.TB, rnd io.Reader) Config {
 		Stream:      StreamConfig{BaseURL: streamBase, Secret: streamKey},
 		Upload:      testUploads,
 		Rand:        rnd,
+		// The trust rules have their own tests (trust_test.go); the others
+		// handshake unregistered devices and send frames in bursts.
+		AllowUnregistered: true,
+		Limits:            Limits{HandshakeBurst: -1, FrameBurst: -1},
 	}
 }
 

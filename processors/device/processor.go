@@ -101,6 +101,14 @@ type Config struct {
 	// (the state keeps no device's own version); "" means
 	// DefaultCommandProtocolVersion.
 	CommandProtocolVersion string
+	// AllowUnregistered is the open (dev) mode: a device that ams.registry
+	// does not hold may handshake, and upload credentials (703) go to any
+	// device with a session. Off (production): such a handshake is rejected
+	// unregistered before any RSA work, and 703 is answered only for
+	// registered, bound devices (else a reject unbound).
+	AllowUnregistered bool
+	// Limits are the per-device rate limits (zero fields: defaults).
+	Limits Limits
 	// Rand is the source of session keys, message ids and nonces; nil
 	// means crypto/rand.Reader. Tests pass a deterministic reader.
 	Rand io.Reader
@@ -123,6 +131,8 @@ type Processor struct {
 	upload   UploadConfig
 	cmds     *commands.Lifecycle
 	cmdProto string
+	openReg  bool   // Config.AllowUnregistered
+	limits   Limits // with defaults
 	rand     io.Reader
 	log      *slog.Logger
 	m        *metrics
@@ -163,6 +173,9 @@ func New(cfg Config) (*Processor, error) {
 	if err := cfg.Upload.validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Limits.validate(); err != nil {
+		return nil, err
+	}
 	cmds, err := commands.New(cfg.Commands)
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
@@ -185,6 +198,8 @@ func New(cfg Config) (*Processor, error) {
 		upload:   cfg.Upload,
 		cmds:     cmds,
 		cmdProto: cfg.CommandProtocolVersion,
+		openReg:  cfg.AllowUnregistered,
+		limits:   cfg.Limits.WithDefaults(),
 		rand:     cfg.Rand,
 		log:      cfg.Logger,
 		m:        m,

@@ -304,6 +304,7 @@ func TestStreamURLVector(t *testing.T) {
 func TestUploadParamsVector(t *testing.T) {
 	req, plain := vectorFrame(t, "picture upload parameters request")
 	p, f, s := withSession(t)
+	s = register(t, p, f, s, true, "cam", "") // credentials only for registered, bound devices
 	_, o := run(t, p, testT0, s, f.frame(vectors.SN, req, testT0))
 	if len(o.events) != 1 || o.events[0].Kind != schemas.EventUploadRequest || o.events[0].Body != plain {
 		t.Fatalf("events %+v", o.events)
@@ -352,6 +353,7 @@ func TestUploadLongTermKeysNeedTheFlag(t *testing.T) {
 	}
 	f := &feeder{tb: t, p: p}
 	s, _ := run(t, p, testT0, nil, f.frame(vectors.SN, vectors.Handshake.Request, testT0))
+	s = register(t, p, f, s, true, "cam", "")
 	req, _ := vectorFrame(t, "picture upload parameters request")
 	_, o := run(t, p, testT0, s, f.frame(vectors.SN, req, testT0))
 	if len(o.downlinks) != 1 {
@@ -723,11 +725,11 @@ func TestRegistry(t *testing.T) {
 	if err != nil || next != nil || len(out) != 0 {
 		t.Fatalf("tombstone for nothing: %v %v %v", next, out, err)
 	}
-	// Unregister a device with a session: the session stays.
+	// Unregister a device with a session: the session ends, presence stays.
 	p2, f2, s2 := withSession(t)
 	s2 = register(t, p2, f2, s2, true, "x", "")
 	next, _, err = p2.Process(testT0, vectors.SN, s2, f2.input(testTopics.Registry, vectors.SN, nil))
-	if err != nil || next == nil || !next.HasSession() || next.Registration().Registered {
+	if err != nil || next == nil || next.HasSession() || next.Registration().Registered || !next.Presence().Online {
 		t.Fatalf("unregister with session: %v %v", next, err)
 	}
 }

@@ -34,6 +34,8 @@ type State struct {
 	// commands in acceptance order, then the recently finished ones.
 	pending   []schemas.PendingCommand
 	updatedAt time.Time
+	// Rate limits (limits.go); nil: full.
+	hsBucket, frameBucket *schemas.TokenBucket
 }
 
 // Registration is what ams.registry says about a device.
@@ -42,7 +44,7 @@ type Registration struct {
 	Bound       bool
 	Name        string
 	StreamURL   string
-	TokenSHA256 string
+	TokenSHA256 string // credentialDigest of the registration: changes when the token does
 }
 
 // HasSession reports whether the device has a session key.
@@ -113,6 +115,8 @@ func (p *Processor) EncodeState(key string, s *State) ([]byte, error) {
 		TokenSHA256:          s.reg.TokenSHA256,
 		PendingCommands:      s.pending,
 		UpdatedAt:            s.updatedAt,
+		HandshakeBucket:      s.hsBucket,
+		FrameBucket:          s.frameBucket,
 	}
 	if s.session != nil {
 		ds.SessionEstablishedAt = timePtr(s.sessionAt)
@@ -160,8 +164,10 @@ func (p *Processor) DecodeState(key string, value []byte) (*State, error) {
 			StreamURL:   ds.StreamURL,
 			TokenSHA256: ds.TokenSHA256,
 		},
-		pending:   ds.PendingCommands,
-		updatedAt: presence.Millis(ds.UpdatedAt),
+		pending:     ds.PendingCommands,
+		updatedAt:   presence.Millis(ds.UpdatedAt),
+		hsBucket:    ds.HandshakeBucket,
+		frameBucket: ds.FrameBucket,
 	}
 	if len(s.pending) == 0 {
 		s.pending = nil

@@ -131,6 +131,23 @@ func (c *call) frame(s *State, raw *schemas.UplinkRaw) *State {
 		c.rejectErr(err, raw)
 		return s
 	}
+	if f.CmdType == protocol.CmdHandshake && !c.p.openReg && (s == nil || !s.reg.Registered) {
+		c.reject(ReasonUnregistered, "handshake from a device ams.registry does not hold", raw.Topic, raw.Payload)
+		return s
+	}
+	if s != nil {
+		// The frame limit, for devices with state (one without state can
+		// only be refused or handshake, which creates it).
+		b, ok := take(s.frameBucket, c.now, c.p.limits.FrameBurst, c.p.limits.FrameEvery)
+		if !ok {
+			c.reject(ReasonRateLimited, "frame rate limit", raw.Topic, raw.Payload)
+			return s
+		}
+		if b != s.frameBucket {
+			s = c.change(s)
+			s.frameBucket = b
+		}
+	}
 	switch f.CmdType {
 	case protocol.CmdHandshake:
 		return c.handshake(s, raw, f)
@@ -157,9 +174,18 @@ func (c *call) handshake(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *St
 		c.downlink(payload, protocol.Frame{CmdType: protocol.CmdHandshake}, PurposeHandshakeReply)
 		return next
 	}
+	hsBucket, ok := take(s.handshakeBucket(), c.now, c.p.limits.HandshakeBurst, c.p.limits.HandshakeEvery)
+	if !ok {
+		c.reject(ReasonRateLimited, "handshake rate limit", raw.Topic, raw.Payload)
+		return s
+	}
 	req, err := protocol.ParseHandshake(c.p.keys, f.Data)
 	if err != nil {
 		c.rejectErr(err, raw)
+		if s != nil && hsBucket != s.hsBucket { // the RSA work was spent: the token is taken
+			s = c.change(s)
+			s.hsBucket = hsBucket
+		}
 		return s
 	}
 	reply, err := req.Reply(c.p.rand)
@@ -189,6 +215,7 @@ func (c *call) handshake(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *St
 	next.sessionAt = c.now
 	next.handshake = digest
 	next.sealedReply = sealedReply
+	next.hsBucket = hsBucket
 	c.frameEvent(schemas.EventHandshake, raw, f, "")
 	c.seen(next, raw)
 	c.downlink(payload, protocol.Frame{CmdType: protocol.CmdHandshake}, PurposeHandshakeReply)
@@ -282,6 +309,10 @@ func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State 
 			c.seen(next, raw)
 			c.streamReply(next, f, stream)
 		case protocol.AmsUploadParams:
+			if (!next.reg.Registered || !next.reg.Bound) && !c.p.openReg {
+				c.reject(ReasonUnbound, "upload credentials are only for registered, bound devices", raw.Topic, raw.Payload)
+				return s
+			}
 			c.frameEvent(schemas.EventUploadRequest, raw, f, body)
 			c.seen(next, raw)
 			c.uploadReply(next, f, upload)
@@ -321,7 +352,9 @@ func (c *call) unknown(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *Stat
 }
 
 // registry handles one ams.registry record: a registration, or a tombstone
-// that removes it. The session and presence are kept either way.
+// that removes it. Deleting a device, or changing its token, ends its
+// session (the device must connect with its new credentials and handshake
+// again); presence and commands are kept.
 func (c *call) registry(s *State) *State {
 	if c.in.Value == nil {
 		if s == nil || !s.reg.Registered {
@@ -329,6 +362,7 @@ func (c *call) registry(s *State) *State {
 		}
 		next := c.change(s)
 		next.reg = Registration{}
+		endSession(next)
 		if next.empty() {
 			return nil
 		}
@@ -343,13 +377,36 @@ func (c *call) registry(s *State) *State {
 		c.reject(ReasonSNMismatch, fmt.Sprintf("registration sn %q is not the key", r.SN), "", c.in.Value)
 		return s
 	}
-	reg := Registration{Registered: true, Bound: r.Bound, Name: r.Name, StreamURL: r.StreamURL, TokenSHA256: r.TokenSHA256}
+	reg := Registration{Registered: true, Bound: r.Bound, Name: r.Name, StreamURL: r.StreamURL, TokenSHA256: credentialDigest(r)}
 	if s != nil && s.reg == reg {
 		return s
 	}
 	next := c.change(s)
+	if s != nil && s.reg.Registered && s.reg.TokenSHA256 != reg.TokenSHA256 {
+		endSession(next)
+	}
 	next.reg = reg
 	return next
+}
+
+// credentialDigest identifies the device credential a registration holds, so
+// a change of token is seen: the sha256 of its salted slow hash (token_hash),
+// or the legacy token_sha256 for a registration written before token_hash. A
+// re-registration that keeps the token keeps its stored hash (the API copies
+// it), so a rename does not end the session; the one exception is a legacy
+// entry, which its first rewrite wraps in a slow hash.
+func credentialDigest(r schemas.Registration) string {
+	if r.TokenHash == "" {
+		return r.TokenSHA256
+	}
+	sum := sha256.Sum256([]byte(r.TokenHash))
+	return hex.EncodeToString(sum[:])
+}
+
+// endSession drops s's session and the handshake that made it.
+func endSession(s *State) {
+	s.session, s.sealedSession, s.sessionAt = nil, nil, time.Time{}
+	s.handshake, s.sealedReply = [32]byte{}, nil
 }
 
 // msgID returns a fresh 32-hex-digit message id.

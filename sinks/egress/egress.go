@@ -295,6 +295,7 @@ func (e *Egress) deps() workerDeps {
 		rejects:  e.cfg.Names.Rejects,
 		egressID: e.cfg.EgressID,
 		window:   e.cfg.Window,
+		scan:     e.scanReceipts,
 		mark: func(rec *kgo.Record) {
 			e.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 				rec.Topic: {rec.Partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset + 1}},

@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ams_egress_frames_total",
-			Help: "Downlinks handled, by result: published (PUBACK received) or rejected.",
+			Help: "Downlinks handled, by result: published (PUBACK received), rejected, expired_before_publish, delivery_unknown, already_settled (published by an earlier owner), scan_failed (reading earlier receipts failed; retried).",
 		}, []string{"result"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ams_egress_rejects_total",

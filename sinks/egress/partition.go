@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -43,12 +44,14 @@ type codec interface {
 type itemState int
 
 const (
-	stNew        itemState = iota // taken, not yet published
-	stPublishing                  // PUBLISH sent, waiting for the PUBACK
-	stFailed                      // publish failed: to be published again
-	stAcked                       // PUBACK received: receipt to write
-	stFinishing                   // receipt or reject being written
-	stDone                        // nothing left to do: committable
+	stNew         itemState = iota // taken, not yet published
+	stPublishing                   // PUBLISH sent, waiting for the PUBACK
+	stFailed                       // publish failed: to be published again
+	stAcked                        // PUBACK received: receipt to write
+	stFinishing                    // receipt or reject being written
+	stDone                         // nothing left to do: committable
+	stIntent                       // at_most_once: intent receipt being written
+	stIntentAcked                  // at_most_once: intent written, to be published
 )
 
 // item is one downlink record in a worker's window.
@@ -59,6 +62,12 @@ type item struct {
 	state   itemState
 	gen     uint64 // connection generation the publish was decided under
 	ackedAt time.Time
+	// status of the receipt finish writes: "" (published, after a PUBACK),
+	// or a frame not published: expired_before_publish, delivery_unknown.
+	status string
+	// uncertain: the last publish failed after the PUBLISH may have left
+	// (connection lost, PUBACK timeout): the broker may have the frame.
+	uncertain bool
 }
 
 // workerDeps are what a partition worker needs from the egress.
@@ -70,10 +79,16 @@ type workerDeps struct {
 	rejects  string // topic
 	egressID string
 	window   int
-	mark     func(rec *kgo.Record) // the record and all before it are done
-	retired  func(n int)           // n records left the worker (done or abandoned)
-	fail     func(error)           // fatal: stop egress
-	m        *Metrics
+	// scan returns what the receipts of the partition's earlier owners say
+	// about at_most_once frames (frame_id -> receipt status), reading the
+	// receipts written since the given time (the first record's timestamp
+	// less a clock-skew allowance). nil: no earlier owner (tests).
+	scan    func(ctx context.Context, partition int32, since time.Time) (map[string]string, error)
+	now     func() time.Time      // nil: time.Now
+	mark    func(rec *kgo.Record) // the record and all before it are done
+	retired func(n int)           // n records left the worker (done or abandoned)
+	fail    func(error)           // fatal: stop egress
+	m       *Metrics
 }
 
 // partWorker publishes the records of one partition in offset order with at
@@ -99,6 +114,9 @@ type partWorker struct {
 	d         workerDeps
 
 	mu       sync.Mutex
+	firstTS  time.Time // timestamp of the first record fetched since the assignment
+	scanned  bool      // prior holds the earlier owners' receipts
+	prior    map[string]string
 	queue    []*kgo.Record // fetched, not yet in the window
 	window   []*item       // in offset order
 	notify   chan struct{} // cap 1
@@ -126,6 +144,9 @@ func (w *partWorker) wake() {
 // enqueue adds fetched records (in offset order).
 func (w *partWorker) enqueue(recs []*kgo.Record) {
 	w.mu.Lock()
+	if w.firstTS.IsZero() && len(recs) > 0 {
+		w.firstTS = recs[0].Timestamp
+	}
 	w.queue = append(w.queue, recs...)
 	w.mu.Unlock()
 	w.wake()
@@ -203,8 +224,9 @@ func (w *partWorker) run(ctx context.Context) {
 				failed++
 			}
 		}
-		var publish []*item
-		republish := false
+		var publish, intents []*item
+		republish, needScan, settled := false, false, false
+		now := w.now()
 		switch {
 		case stopping:
 			// Publish nothing more; failed frames are left to the next owner.
@@ -225,33 +247,89 @@ func (w *partWorker) run(ctx context.Context) {
 			retryAt = time.Time{}
 			republish = true
 			for _, it := range w.window {
-				if it.state == stFailed {
+				if it.state != stFailed {
+					continue
+				}
+				switch {
+				case expired(it, now):
+					it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
+					finish = append(finish, it)
+				case it.dl.AtMostOnce && it.uncertain:
+					// The broker may have it: never publish it again.
+					it.status, it.state = schemas.ReceiptDeliveryUnknown, stFinishing
+					finish = append(finish, it)
+				default:
 					it.state = stPublishing
 					it.gen = w.d.pub.Gen(it.dl.SN)
 					publish = append(publish, it)
 				}
 			}
 		default:
-			for len(w.queue) > 0 && len(w.window) < w.d.window {
+			// A frame whose intent is written goes out now; nothing after
+			// it was taken, so the device's order holds.
+			blocked := false
+			for _, it := range w.window {
+				switch it.state {
+				case stIntent:
+					blocked = true
+				case stIntentAcked:
+					if expired(it, now) {
+						it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
+						finish = append(finish, it)
+						continue
+					}
+					it.state = stPublishing
+					it.gen = w.d.pub.Gen(it.dl.SN)
+					publish = append(publish, it)
+				}
+			}
+			for !blocked && len(w.queue) > 0 && len(w.window) < w.d.window {
 				rec := w.queue[0]
+				it := w.decode(rec)
+				if it.reject == nil && it.dl.AtMostOnce && !w.scanned {
+					needScan = true // left in the queue until the receipts are read
+					break
+				}
 				w.queue[0] = nil
 				w.queue = w.queue[1:]
-				it := w.decode(rec)
 				w.window = append(w.window, it)
-				if it.reject != nil {
+				switch {
+				case it.reject != nil:
 					it.state = stFinishing
 					finish = append(finish, it)
-				} else {
+				case expired(it, now):
+					it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
+					finish = append(finish, it)
+				case it.dl.AtMostOnce:
+					switch w.prior[it.dl.FrameID] {
+					case "":
+						// First attempt: record the intent, publish once it is written.
+						it.state = stIntent
+						intents = append(intents, it)
+						blocked = true
+					case schemas.ReceiptPublishing:
+						// An earlier owner stopped between its intent and the
+						// outcome: the device may have it.
+						it.status, it.state = schemas.ReceiptDeliveryUnknown, stFinishing
+						finish = append(finish, it)
+					default:
+						// Already published (or settled) by an earlier owner.
+						it.state = stDone
+						settled = true
+						w.d.m.frames.WithLabelValues("already_settled").Inc()
+					}
+				default:
 					it.state = stPublishing
 					it.gen = w.d.pub.Gen(it.dl.SN)
 					publish = append(publish, it)
 				}
 			}
 		}
+		scanSince := w.firstTS
 		// What will still report back: publishes and receipts in flight.
 		pending := 0
 		for _, it := range w.window {
-			if it.state == stPublishing || it.state == stFinishing {
+			if it.state == stPublishing || it.state == stFinishing || it.state == stIntent {
 				pending++
 			}
 		}
@@ -270,8 +348,27 @@ func (w *partWorker) run(ctx context.Context) {
 		for _, it := range finish {
 			w.finish(it)
 		}
+		for _, it := range intents {
+			w.intent(it)
+		}
 		for _, it := range publish {
 			w.publish(it)
+		}
+		if settled {
+			w.wake() // retire them
+		}
+		if needScan {
+			if err := w.scanPrior(ctx, scanSince); err != nil {
+				w.d.m.frames.WithLabelValues("scan_failed").Inc()
+				// Retry after a pause; the at_most_once frame waits.
+				select {
+				case <-time.After(time.Second):
+				case <-w.stopping:
+				case <-ctx.Done():
+					return
+				}
+			}
+			continue
 		}
 		if stopping && pending == 0 {
 			return
@@ -353,6 +450,72 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 	return it
 }
 
+// expired reports whether it has a deadline that has passed at now: it
+// must not be published any more.
+func expired(it *item, now time.Time) bool {
+	return it.dl.Deadline != nil && !now.Before(*it.dl.Deadline)
+}
+
+func (w *partWorker) now() time.Time {
+	if w.d.now != nil {
+		return w.d.now()
+	}
+	return time.Now()
+}
+
+// scanSkew is subtracted from the first record's timestamp (the
+// processor's clock) to find the receipts (egress's clocks) of the frames
+// from it on.
+const scanSkew = 5 * time.Minute
+
+// scanPrior reads what earlier owners of the partition recorded about
+// at_most_once frames, once per assignment, before the first of them is
+// published.
+func (w *partWorker) scanPrior(ctx context.Context, first time.Time) error {
+	prior := map[string]string{}
+	if w.d.scan != nil {
+		var err error
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		prior, err = w.d.scan(sctx, w.partition, first.Add(-scanSkew))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("egress: reading the receipts of partition %d: %w", w.partition, err)
+		}
+	}
+	w.mu.Lock()
+	w.prior, w.scanned = prior, true
+	w.mu.Unlock()
+	return nil
+}
+
+// intent records that it is about to be published (a receipt with status
+// publishing); once Kafka has it, the frame may be published.
+func (w *partWorker) intent(it *item) {
+	b, err := w.d.codec.Encode(&schemas.DownlinkReceipt{
+		FrameID:     it.dl.FrameID,
+		SN:          it.dl.SN,
+		CommandID:   it.dl.CommandID,
+		MsgID:       it.dl.MsgID,
+		PublishedAt: w.now().UTC(),
+		Egress:      w.d.egressID,
+		Status:      schemas.ReceiptPublishing,
+	})
+	if err != nil {
+		w.d.fail(fmt.Errorf("encode %s: %w", w.d.receipts, err))
+		return
+	}
+	w.d.prod.Produce(&kgo.Record{Topic: w.d.receipts, Key: []byte(it.dl.SN), Value: b}, func(err error) {
+		if err != nil {
+			w.d.fail(fmt.Errorf("produce to %s: %w", w.d.receipts, err))
+			return
+		}
+		w.mu.Lock()
+		it.state = stIntentAcked
+		w.mu.Unlock()
+		w.wake()
+	})
+}
+
 // publish sends it; the result comes back through the callback.
 func (w *partWorker) publish(it *item) {
 	w.d.m.inflight.Inc()
@@ -361,6 +524,8 @@ func (w *partWorker) publish(it *item) {
 		w.mu.Lock()
 		if err != nil {
 			it.state = stFailed
+			// Refused before the PUBLISH left: certainly not delivered.
+			it.uncertain = !errors.Is(err, ErrNotConnected) && !errors.Is(err, ErrStaleGeneration)
 		} else {
 			it.state = stAcked
 			it.ackedAt = time.Now().UTC()
@@ -381,13 +546,20 @@ func (w *partWorker) finish(it *item) {
 			key = string(it.rec.Key)
 		}
 	} else {
+		status, at := it.status, it.ackedAt
+		if status == "" {
+			status = schemas.ReceiptPublished
+		} else {
+			at = w.now().UTC()
+		}
 		v, topic = &schemas.DownlinkReceipt{
 			FrameID:     it.dl.FrameID,
 			SN:          it.dl.SN,
 			CommandID:   it.dl.CommandID,
 			MsgID:       it.dl.MsgID,
-			PublishedAt: it.ackedAt,
+			PublishedAt: at,
 			Egress:      w.d.egressID,
+			Status:      status,
 		}, w.d.receipts
 	}
 	b, err := w.d.codec.Encode(v)
@@ -407,6 +579,9 @@ func (w *partWorker) finish(it *item) {
 		if it.reject != nil {
 			w.d.m.frames.WithLabelValues("rejected").Inc()
 			w.d.m.rejects.WithLabelValues(it.reject.Reason).Inc()
+		} else if it.status != "" {
+			w.d.m.frames.WithLabelValues(it.status).Inc()
+			w.d.m.receipts.Inc()
 		} else {
 			w.d.m.frames.WithLabelValues("published").Inc()
 			w.d.m.receipts.Inc()

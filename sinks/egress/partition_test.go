@@ -75,7 +75,7 @@ type harness struct {
 	cancel context.CancelFunc
 }
 
-func newHarness(t *testing.T, window int) *harness {
+func newHarness(t *testing.T, window int, opts ...func(*workerDeps)) *harness {
 	t.Helper()
 	reg, err := schemas.NewRegistry()
 	if err != nil {
@@ -99,6 +99,9 @@ func newHarness(t *testing.T, window int) *harness {
 			h.mu.Unlock()
 		},
 		m: NewMetrics(nil),
+	}
+	for _, o := range opts {
+		o(&d)
 	}
 	h.w = newPartWorker("downlink", 0, d)
 	ctx, cancel := context.WithCancel(context.Background())
