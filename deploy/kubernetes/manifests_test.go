@@ -604,3 +604,41 @@ func ptr(p *int32) int32 {
 	}
 	return *p
 }
+
+// TestPrometheusScrapesOpsPort: deploy/prometheus/prometheus.yml scrapes the
+// namespace's ams pods that opt in, at the port of their prometheus.io/port
+// annotation (which TestManifests holds to each role's -ops-addr), under the
+// job ams-<component>.
+func TestPrometheusScrapesOpsPort(t *testing.T) {
+	b, err := os.ReadFile("../prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName        string `json:"job_name"`
+			RelabelConfigs []struct {
+				SourceLabels []string `json:"source_labels"`
+				Regex        string   `json:"regex"`
+				Action       string   `json:"action"`
+				Replacement  string   `json:"replacement"`
+				TargetLabel  string   `json:"target_label"`
+			} `json:"relabel_configs"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var keepScrape, address, job bool
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, r := range sc.RelabelConfigs {
+			src := strings.Join(r.SourceLabels, ";")
+			keepScrape = keepScrape || src == "__meta_kubernetes_pod_annotation_prometheus_io_scrape" && r.Action == "keep" && strings.Contains(r.Regex, "true")
+			address = address || r.TargetLabel == "__address__" && strings.HasSuffix(src, ";__meta_kubernetes_pod_annotation_prometheus_io_port") && r.Replacement == "$1:$2"
+			job = job || r.TargetLabel == "job" && src == "__meta_kubernetes_pod_label_app_kubernetes_io_component" && r.Replacement == "ams-$1"
+		}
+	}
+	if !keepScrape || !address || !job {
+		t.Errorf("prometheus.yml: keeps prometheus.io/scrape pods %v, targets the prometheus.io/port annotation %v, job ams-<component> %v", keepScrape, address, job)
+	}
+}
