@@ -242,17 +242,18 @@ func TestGoldenFingerprints(t *testing.T) {
 	// the previous file in history/ (so old records still decode) and update the
 	// value.
 	goldenFingerprints := map[string]uint64{
-		"uplink_raw.avsc":          0xbc450eb59bb7190c,
-		"command.avsc":             0x8dd86e52ab8d874a,
-		"registration.avsc":        0xb3c1eae47f4e85db,
-		"device_event.avsc":        0xfb4d048d9006fe47,
-		"presence.avsc":            0x4255fffae1f598be,
-		"command_event.avsc":       0x4a68fcc949f5ae3f,
-		"downlink.avsc":            0x554638a9f2b4f4ac,
-		"downlink_receipt.avsc":    0x1a1a47ecfa22ef89,
-		"reject.avsc":              0xbdc39274a3a10e2f,
-		"device_state.avsc":        0xcf6a62f8b1e767c9,
-		"history/presence.v1.avsc": 0xd8285e9e59128035,
+		"uplink_raw.avsc":                  0xbc450eb59bb7190c,
+		"command.avsc":                     0x8dd86e52ab8d874a,
+		"registration.avsc":                0xb3c1eae47f4e85db,
+		"device_event.avsc":                0xfb4d048d9006fe47,
+		"presence.avsc":                    0x4255fffae1f598be,
+		"command_event.avsc":               0x4a68fcc949f5ae3f,
+		"downlink.avsc":                    0x554638a9f2b4f4ac,
+		"downlink_receipt.avsc":            0x4d08ab818a235ade,
+		"history/downlink_receipt.v1.avsc": 0x1a1a47ecfa22ef89,
+		"reject.avsc":                      0xbdc39274a3a10e2f,
+		"device_state.avsc":                0xcf6a62f8b1e767c9,
+		"history/presence.v1.avsc":         0xd8285e9e59128035,
 	}
 	r := newRegistry(t)
 	versions := r.Versions()

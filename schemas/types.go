@@ -195,6 +195,9 @@ type DownlinkReceipt struct {
 	MsgID       string    `avro:"msg_id"`
 	PublishedAt time.Time `avro:"published_at"`
 	Egress      string    `avro:"egress"` // id of the egress instance
+	// PublishSentAt is when egress sent the frame's last PUBLISH (nil in
+	// receipts written before the field existed).
+	PublishSentAt *time.Time `avro:"publish_sent_at"`
 }
 
 // Reject stages.

@@ -370,6 +370,14 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 	}
 	r.backoff = 0
 	r.m.txns.WithLabelValues("committed").Inc()
+	ended := time.Now()
+	for _, recs := range byPart {
+		for _, rec := range recs {
+			r.m.hopPoll.Observe(start.Sub(rec.Timestamp).Seconds())
+			r.m.hopCommit.Observe(ended.Sub(start).Seconds())
+			r.m.hopTotal.Observe(ended.Sub(rec.Timestamp).Seconds())
+		}
+	}
 	for _, res := range results {
 		for t, c := range res.records {
 			r.m.records.WithLabelValues(t).Add(float64(c))

@@ -57,7 +57,8 @@ type item struct {
 	dl      schemas.Downlink
 	reject  *schemas.Reject // set: refused, write this instead of publishing
 	state   itemState
-	gen     uint64 // connection generation the publish was decided under
+	gen     uint64    // connection generation the publish was decided under
+	sentAt  time.Time // last PUBLISH
 	ackedAt time.Time
 }
 
@@ -356,6 +357,10 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 // publish sends it; the result comes back through the callback.
 func (w *partWorker) publish(it *item) {
 	w.d.m.inflight.Inc()
+	it.sentAt = time.Now()
+	if !it.rec.Timestamp.IsZero() {
+		w.d.m.hopToPublish.Observe(it.sentAt.Sub(it.rec.Timestamp).Seconds())
+	}
 	w.d.pub.Publish(it.dl.SN, it.dl.Topic, it.dl.Payload, it.gen, func(err error) {
 		w.d.m.inflight.Dec()
 		w.mu.Lock()
@@ -363,7 +368,8 @@ func (w *partWorker) publish(it *item) {
 			it.state = stFailed
 		} else {
 			it.state = stAcked
-			it.ackedAt = time.Now().UTC()
+			it.ackedAt = time.Now()
+			w.d.m.hopPuback.Observe(it.ackedAt.Sub(it.sentAt).Seconds())
 		}
 		w.mu.Unlock()
 		w.wake()
@@ -382,12 +388,13 @@ func (w *partWorker) finish(it *item) {
 		}
 	} else {
 		v, topic = &schemas.DownlinkReceipt{
-			FrameID:     it.dl.FrameID,
-			SN:          it.dl.SN,
-			CommandID:   it.dl.CommandID,
-			MsgID:       it.dl.MsgID,
-			PublishedAt: it.ackedAt,
-			Egress:      w.d.egressID,
+			FrameID:       it.dl.FrameID,
+			SN:            it.dl.SN,
+			CommandID:     it.dl.CommandID,
+			MsgID:         it.dl.MsgID,
+			PublishedAt:   it.ackedAt.UTC(),
+			Egress:        w.d.egressID,
+			PublishSentAt: new(it.sentAt.UTC()),
 		}, w.d.receipts
 	}
 	b, err := w.d.codec.Encode(v)
@@ -410,6 +417,7 @@ func (w *partWorker) finish(it *item) {
 		} else {
 			w.d.m.frames.WithLabelValues("published").Inc()
 			w.d.m.receipts.Inc()
+			w.d.m.hopReceipt.Observe(time.Since(it.ackedAt).Seconds())
 		}
 		w.mu.Lock()
 		it.state = stDone
