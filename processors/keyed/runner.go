@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -180,7 +181,19 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	// would then handle a key whose state A holds. Range is eager: every
 	// rebalance revokes everything, which is why revoked state is parked
 	// rather than dropped (see onRevoked).
-	opts := slices.Concat(base, r.cfg.KafkaOpts, []kgo.Opt{
+	// Latency defaults, before KafkaOpts so a deployment can override
+	// them: no linger (Flush ends every batch anyway; outputs go out as
+	// the workers produce them), and fast first retries. A transaction's
+	// first produce often meets CONCURRENT_TRANSACTIONS while the previous
+	// transaction's markers are still being written (KIP-890); franz-go
+	// retries it after its produce retry backoff, 250ms by default, which
+	// was the processor's tail latency (see ORDERING.md).
+	latency := []kgo.Opt{
+		kgo.ProducerLinger(0),
+		kgo.RetryBackoffFn(fastRetryBackoff),
+		kgo.ConcurrentTransactionsBackoff(2 * time.Millisecond),
+	}
+	opts := slices.Concat(base, latency, r.cfg.KafkaOpts, []kgo.Opt{
 		kgo.ConsumerGroup(r.cfg.Group),
 		kgo.ConsumeTopics(r.cfg.Inputs...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -673,6 +686,20 @@ func (c changelogPartitioner) ForTopic(t string) kgo.TopicPartitioner {
 		return kgo.ManualPartitioner().ForTopic(t)
 	}
 	return c.other.ForTopic(t)
+}
+
+// fastRetryBackoff is the session's retry backoff: 1ms, doubling per
+// failure up to 1s, with ±25% jitter. A retried produce in a transaction
+// (CONCURRENT_TRANSACTIONS right after the previous End) usually succeeds
+// within a few milliseconds; a broker that is down is still retried at most
+// once a second after ten failures.
+func fastRetryBackoff(fails int) time.Duration {
+	d := time.Second
+	if fails < 11 {
+		d = time.Millisecond << max(0, fails-1)
+	}
+	j := 0.75 + 0.5*rand.Float64()
+	return time.Duration(float64(d) * j)
 }
 
 // kgoLogger passes franz-go's warnings and errors to slog.
