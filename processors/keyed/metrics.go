@@ -21,6 +21,7 @@ type metrics struct {
 	lag          *prometheus.GaugeVec     // high watermark - next offset, by topic, partition
 	changelog    prometheus.Counter       // committed changelog records
 	restoring    prometheus.Gauge         // partitions being restored
+	carried      prometheus.Counter       // input records whose offsets were carried into a later transaction
 	hops         *prometheus.HistogramVec // per-hop latency of committed input records, by hop
 	hopPoll      prometheus.Observer      // record timestamp -> polled
 	hopCommit    prometheus.Observer      // polled -> transaction committed
@@ -54,6 +55,8 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 			Help: "State changes written to the changelog in committed transactions.", ConstLabels: cl}),
 		restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_keyed_restoring_partitions",
 			Help: "Assigned partitions whose state is being restored (not yet taking input).", ConstLabels: cl}),
+		carried: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_carried_records_total",
+			Help: "Input records that produced nothing and whose offsets were carried into the next transaction instead of an offsets-only one.", ConstLabels: cl}),
 		hops: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_hop_seconds",
 			Help: "Per-hop latency of input records in committed transactions, by hop: kafka_to_poll (record timestamp, i.e. when its producer " +
 				"created it, to the batch's first poll), poll_to_commit (that poll to the end of the committing transaction), " +
@@ -68,7 +71,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
