@@ -10,7 +10,9 @@
 #   deploy/bench/closed-loop.sh [devices] [duration]    (default 50 30s)
 #
 #   AMS_BENCH_WARMUP    left out of the measurement (default 10s)
-#   AMS_BENCH_BIN       ams binary (default: go build into $AMS_BENCH_DIR)
+#   AMS_BENCH_BIN       ams binary of the roles (default: go build into $AMS_BENCH_DIR)
+#   AMS_BENCH_SIM_BIN   ams binary of the simulator (default: AMS_BENCH_BIN); lets
+#                       roles built from an older commit be measured by this client
 #   AMS_BENCH_DIR       work dir for keys and logs (default: a new temp dir)
 #   AMS_BENCH_ENV       extra "NAME=value ..." for the roles (e.g. AMS_MAX_LINGER=2ms)
 #   AMS_KAFKA_BROKERS, AMS_MQTT_URL and every other AMS_* variable reach the
@@ -27,6 +29,7 @@ dir=${AMS_BENCH_DIR:-$(mktemp -d /tmp/ams-closed-loop.XXXXXX)}
 mkdir -p "$dir"
 bin=${AMS_BENCH_BIN:-$dir/ams}
 [ -x "$bin" ] || go build -o "$bin" ./cmd/ams
+sim=${AMS_BENCH_SIM_BIN:-$bin}
 
 id=$(date +%s)$RANDOM
 if [ ! -s "$dir/rsa.pem" ]; then
@@ -72,7 +75,7 @@ urls=http://127.0.0.1:$((base + 1))/metrics,http://127.0.0.1:$((base + 3))/metri
 echo "closed loop: $devices devices, $duration (warm-up $warmup), prefix $AMS_TOPIC_PREFIX, logs $dir"
 echo "load before: $(uptime)"
 # A random 6-digit serial prefix keeps this fleet apart from any other.
-"$bin" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" \
+"$sim" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" \
   -sim-sn-prefix "$(printf '%04d' $((RANDOM % 10000)))05" -sim-closed-loop -sim-heartbeat 1s \
   -sim-warmup "$warmup" -sim-duration "$duration" -sim-ramp 0 -sim-progress 0 \
   -sim-metrics-urls "$urls" -sim-summary-json "$dir/summary.json"
