@@ -250,13 +250,6 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 }
 
 func (r *Runner[S]) loop(ctx context.Context) error {
-	defer func() {
-		if r.inTxn { // commit the carried offsets before leaving
-			if err := r.endCarried(ctx); err != nil {
-				r.log.Warn("ending the carried transaction at shutdown", "err", err)
-			}
-		}
-	}()
 	for ctx.Err() == nil {
 		if err := r.cycle(ctx); err != nil {
 			if errors.Is(err, kgo.ErrClientClosed) {
@@ -269,6 +262,15 @@ func (r *Runner[S]) loop(ctx context.Context) error {
 			case <-time.After(r.backoff):
 			case <-ctx.Done():
 			}
+		}
+	}
+	// A clean stop after a whole cycle: every polled record was
+	// processed, so the carried offsets can be committed. (After an
+	// error, polled records may be unprocessed: nothing is committed, the
+	// session's close aborts.)
+	if r.inTxn {
+		if err := r.endCarried(ctx); err != nil {
+			r.log.Warn("ending the carried transaction at shutdown", "err", err)
 		}
 	}
 	return nil
