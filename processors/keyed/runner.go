@@ -202,14 +202,18 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	// rebalance revokes everything, which is why revoked state is parked
 	// rather than dropped (see onRevoked).
 	// Latency defaults, before KafkaOpts so a deployment can override
-	// them: no linger (Flush ends every batch anyway; outputs go out as
-	// the workers produce them), and fast first retries. A transaction's
+	// them. A long linger: every batch ends with Flush, which sends what
+	// lingers at once, so all of a batch's records go in one produce
+	// request per broker (with no linger the first record went alone and
+	// Flush waited for that request before sending the rest: two round
+	// trips per transaction; a full batch is still sent at once). And
+	// fast first retries. A transaction's
 	// first produce often meets CONCURRENT_TRANSACTIONS while the previous
 	// transaction's markers are still being written (KIP-890); franz-go
 	// retries it after its produce retry backoff, 250ms by default, which
 	// was the processor's tail latency (see ORDERING.md).
 	latency := []kgo.Opt{
-		kgo.ProducerLinger(0),
+		kgo.ProducerLinger(time.Second),
 		kgo.RetryBackoffFn(fastRetryBackoff),
 		kgo.ConcurrentTransactionsBackoff(2 * time.Millisecond),
 	}
