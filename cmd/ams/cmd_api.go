@@ -58,8 +58,7 @@ func apiCommand() command {
 					return err
 				}
 				cl, err := kgo.NewClient(kgo.SeedBrokers(k.seeds()...), kgo.RequiredAcks(kgo.AllISRAcks()),
-					kgo.ProduceRequestTimeout(10*time.Second), kgo.RecordDeliveryTimeout(30*time.Second),
-					kgo.ProducerLinger(0)) // one command per request: franz-go's default 10ms linger would only delay it
+					kgo.ProduceRequestTimeout(10*time.Second), kgo.RecordDeliveryTimeout(30*time.Second))
 				if err != nil {
 					return fmt.Errorf("kafka client: %w", err)
 				}

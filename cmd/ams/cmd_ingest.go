@@ -36,7 +36,7 @@ func ingestCommand() command {
 			maxInflight := fs.Int("max-inflight", 10000, "most messages read and not yet acknowledged; at the cap ingest stops reading (back-pressure)")
 			queue := fs.Int("mqtt-queue", 1024, "messages buffered between the MQTT client and the pipeline")
 			unsub := fs.Bool("mqtt-unsubscribe-on-exit", false, "unsubscribe at shutdown (scale-in for good: the broker stops queueing for this client id)")
-			linger := fs.Duration("kafka-linger", 0, "producer linger: how long a batch waits to fill (0: send at once; under load records still batch while a request is in flight)")
+			linger := fs.Duration("kafka-linger", 5*time.Millisecond, "producer linger: how long a batch waits to fill")
 			drain := fs.Duration("drain-timeout", 15*time.Second, "at shutdown, how long to wait for records in flight before disconnecting")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)

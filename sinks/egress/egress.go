@@ -134,7 +134,7 @@ func New(cfg Config, pool *Pool, c codec, log *slog.Logger, m *Metrics) (*Egress
 		// Receipts and rejects.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerLinger(0), // receipts move commands to DELIVERED: no wait
+		kgo.ProducerLinger(2 * time.Millisecond),
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
