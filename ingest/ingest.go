@@ -308,6 +308,8 @@ func (p *Pipeline) readLoop(ctx context.Context, q *ackQueue, slots chan struct{
 			p.m.produceSeconds.Observe(time.Since(start).Seconds())
 			if err != nil {
 				p.m.produceErrors.Inc()
+			} else if !msg.Received.IsZero() {
+				p.m.hopSeconds.WithLabelValues("mqtt_to_kafka_ack").Observe(time.Since(msg.Received).Seconds())
 			}
 			q.complete(e, err)
 		})

@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ivms/ams/pkg/hop"
 )
 
 // Metrics are ingest's Prometheus metrics. Build them once per process with
@@ -13,6 +15,7 @@ type Metrics struct {
 	acked          prometheus.Counter
 	inflight       prometheus.Gauge
 	produceSeconds prometheus.Histogram
+	hopSeconds     *prometheus.HistogramVec // by hop
 	produceErrors  prometheus.Counter
 	mqttConnected  prometheus.Gauge
 	mqttConnects   prometheus.Counter
@@ -51,6 +54,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from handing a record to the Kafka producer to its acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		hopSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ams_ingest_hop_seconds",
+			Help:    "Per-hop latency in ingest, by hop: mqtt_to_kafka_ack (MQTT message received to its Kafka record acknowledged).",
+			Buckets: hop.Buckets(),
+		}, []string{"hop"}),
 		produceErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ams_ingest_produce_errors_total",
 			Help: "Records Kafka failed (each stops ingest; nothing is acknowledged past it).",
@@ -73,6 +81,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.messages, m.rejects, m.skipped, m.acked, m.inflight, m.produceSeconds,
-		m.produceErrors, m.mqttConnected, m.mqttConnects, m.mqttLost, m.handlerBlocked)
+		m.hopSeconds, m.produceErrors, m.mqttConnected, m.mqttConnects, m.mqttLost, m.handlerBlocked)
 	return m
 }

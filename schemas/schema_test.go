@@ -249,7 +249,7 @@ func TestGoldenFingerprints(t *testing.T) {
 		"presence.avsc":                    0x4255fffae1f598be,
 		"command_event.avsc":               0x4a68fcc949f5ae3f,
 		"downlink.avsc":                    0xc7d67ef0c1a43d22,
-		"downlink_receipt.avsc":            0x57cf40c0a0e43724,
+		"downlink_receipt.avsc":            0x0173286390d43d5f,
 		"reject.avsc":                      0xbdc39274a3a10e2f,
 		"device_state.avsc":                0x756aedbc5dac5b40,
 		"history/presence.v1.avsc":         0xd8285e9e59128035,

@@ -209,6 +209,9 @@ type DownlinkReceipt struct {
 	PublishedAt time.Time `avro:"published_at"`
 	Egress      string    `avro:"egress"` // id of the egress instance
 	Status      string    `avro:"status"` // Receipt*; "published" in records written before the field existed
+	// PublishSentAt is when egress sent the frame's last PUBLISH (nil in
+	// receipts written before the field existed).
+	PublishSentAt *time.Time `avro:"publish_sent_at"`
 }
 
 // Reject stages.

@@ -66,6 +66,9 @@ func simulateCommand() command {
 			summaryJSON := fs.String("sim-summary-json", "", "write the final summary as JSON to this file")
 			dynsecAdmin := fs.String("sim-dynsec-admin", "", "before starting, give every device of the fleet its account (sn, -sim-device-password) on a Mosquitto with the dynamic-security plugin, as this administrator")
 			dynsecAdminPwFile := fs.String("sim-dynsec-admin-password-file", "", "file holding the password of -sim-dynsec-admin")
+			closedLoop := fs.Bool("sim-closed-loop", false, "closed loop: each device sends its next heartbeat when the reply to the last one arrives; reports replies/s and the round trip's p50/p99/p999 after -sim-warmup")
+			warmup := fs.Duration("sim-warmup", 10*time.Second, "with -sim-closed-loop: time after start that the measurement leaves out (connecting, handshakes)")
+			metricsURLs := fs.String("sim-metrics-urls", "", "roles' /metrics URLs, comma-separated: print the per-hop latency histograms' p50/p99/p999 over the measurement at the end")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
@@ -139,7 +142,11 @@ func simulateCommand() command {
 					KeepSession:      *keepSession,
 					HandshakeTimeout: *hsTimeout,
 					ReplyTimeout:     *replyTimeout,
+					ClosedLoop:       *closedLoop,
 					Logger:           log,
+				}
+				if *closedLoop {
+					cfg.Warmup = *warmup
 				}
 				// The library reads 0 as "default" and a negative value as
 				// "none"; the flags say 0 for none.
@@ -170,12 +177,14 @@ func simulateCommand() command {
 					defer cancel()
 				}
 				stopProgress := startProgress(fleet, stderr, *progress)
+				hops := startHopScrape(ctx, splitList(*metricsURLs), cfg.Warmup, stderr)
 				sum, err := fleet.Run(ctx)
 				stopProgress()
 				if err != nil {
 					return err
 				}
 				fmt.Fprint(stdout, devicesim.Report(sum.Stats))
+				hops(stdout)
 				if *summaryJSON != "" {
 					if err := writeSummary(*summaryJSON, sum, fs); err != nil {
 						return err

@@ -121,6 +121,7 @@ func BuildCommand(req CommandRequest, sn, id, requestedBy string, now time.Time)
 }
 
 func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
+	posted := time.Now()
 	sn, ok := snParam(w, r)
 	if !ok {
 		return
@@ -213,6 +214,7 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if final {
+		s.m.observeStages(posted, time.Now(), c.History)
 		writeJSON(w, http.StatusOK, c)
 		return
 	}

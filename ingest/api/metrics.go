@@ -6,6 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ivms/ams/pkg/hop"
+	"github.com/ivms/ams/schemas"
+	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 type metrics struct {
@@ -16,6 +20,7 @@ type metrics struct {
 	loginLimited prometheus.Counter
 	waiting      prometheus.Gauge
 	waitRefused  prometheus.Counter
+	stages       *prometheus.HistogramVec // stage
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,9 +39,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "command requests waiting (?wait=) for a final state"}),
 		waitRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_api_wait_refused_total",
 			Help: "?wait= requests answered at once because too many were waiting"}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_api_command_stage_seconds",
+			Help: "Stages of commands posted with ?wait= that reached a final state in the wait, from their history (processor times, " +
+				"millisecond resolution): post_to_accepted (POST received to ACCEPTED), accepted_to_sent, sent_to_delivered " +
+				"(the broker's PUBACK, through egress's receipt), delivered_to_final (or sent_to_final without a receipt first), " +
+				"final_to_answer (final state to the API answering: the Redis projection and the wake-up)",
+			Buckets: hop.Buckets()}, []string{"stage"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.brokerAuth, m.authFailures, m.loginLimited, m.waiting, m.waitRefused)
+		reg.MustRegister(m.requests, m.duration, m.brokerAuth, m.authFailures, m.loginLimited, m.waiting, m.waitRefused, m.stages)
 	}
 	return m
 }
@@ -71,4 +82,37 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		s.m.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
 		s.m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// observeStages records the stages of a command that became final while its
+// POST waited (posted: when the POST arrived; answered: now).
+func (m *metrics) observeStages(posted, answered time.Time, hist []amsredis.CommandEvent) {
+	var accepted, sent, delivered, final time.Time
+	for _, e := range hist {
+		switch e.State {
+		case schemas.CommandAccepted:
+			accepted = e.At
+		case schemas.CommandSent:
+			sent = e.At
+		case schemas.CommandDelivered:
+			delivered = e.At
+		case schemas.CommandQueued:
+		default:
+			final = e.At
+		}
+	}
+	obs := func(stage string, from, to time.Time) {
+		if !from.IsZero() && !to.IsZero() {
+			m.stages.WithLabelValues(stage).Observe(max(0, to.Sub(from).Seconds()))
+		}
+	}
+	obs("post_to_accepted", posted, accepted)
+	obs("accepted_to_sent", accepted, sent)
+	obs("sent_to_delivered", sent, delivered)
+	if !delivered.IsZero() && !final.Before(delivered) {
+		obs("delivered_to_final", delivered, final)
+	} else {
+		obs("sent_to_final", sent, final)
+	}
+	obs("final_to_answer", final, answered)
 }

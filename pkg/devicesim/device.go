@@ -430,7 +430,12 @@ func (d *Device) serve(ctx context.Context, c *connection) endReason {
 			} else {
 				d.sendHeartbeat(c)
 			}
-			arm(&d.hbT, d.heartbeatInterval())
+			if cfg.ClosedLoop {
+				// The reply sends the next one; this re-sends if it is lost.
+				arm(&d.hbT, cfg.ReplyTimeout)
+			} else {
+				arm(&d.hbT, d.heartbeatInterval())
+			}
 		case <-timerC(d.streamT):
 			d.sendStreamURL(c)
 			arm(&d.streamT, expDuration(cfg.StreamEvery))
@@ -643,6 +648,12 @@ func (d *Device) handle(c *connection, in inFrame) {
 	if r.Failure != "" {
 		d.f.c.fail(r.Failure)
 	}
+	if d.f.cfg.ClosedLoop && r.Failure == "" && r.Frame.CmdType == protocol.CmdHeartbeat && len(d.hb) == 0 {
+		// Closed loop: the reply to the last outstanding heartbeat
+		// sends the next one at once.
+		d.sendHeartbeat(c)
+		arm(&d.hbT, d.f.cfg.ReplyTimeout)
+	}
 	if hook := d.f.cfg.OnReceive; hook != nil {
 		hook(r)
 	}
@@ -725,7 +736,11 @@ func (d *Device) check(c *connection, in inFrame) (protocol.Frame, []byte, strin
 		}
 		switch {
 		case len(d.hb) > 0:
-			f.c.latency[qHeartbeat].Record(in.at.Sub(d.hb[0]))
+			rtt := in.at.Sub(d.hb[0])
+			f.c.latency[qHeartbeat].Record(rtt)
+			if f.cfg.ClosedLoop && in.at.UnixNano() >= f.c.loopFrom.Load() {
+				f.c.loop.Record(rtt)
+			}
 			d.hb = append(d.hb[:0], d.hb[1:]...)
 		case d.hbSwept > 0:
 			f.c.lateReplies.Add(1)

@@ -124,6 +124,16 @@ type Config struct {
 	// ReplyTimeout is how long a request waits for its reply before it is
 	// counted unanswered (default 10s).
 	ReplyTimeout time.Duration
+	// ClosedLoop makes every device send its next heartbeat as soon as the
+	// reply to the previous one arrives (and again after ReplyTimeout if
+	// none comes), instead of every Heartbeat: the fleet then offers as
+	// much load as the cloud can answer, and Stats.ClosedLoop measures the
+	// round trip under it. The first heartbeat still comes after a uniform
+	// share of Heartbeat (use a short one, e.g. 1s, to start quickly).
+	ClosedLoop bool
+	// Warmup is how long after Run starts Stats.ClosedLoop begins counting
+	// (connections, handshakes and the first round trips are left out).
+	Warmup time.Duration
 	// Logger receives connection errors (debug) and fleet events (info);
 	// nil discards them.
 	Logger *slog.Logger
@@ -317,7 +327,7 @@ func (f *Fleet) Stats() Stats {
 	if !started.IsZero() {
 		elapsed = time.Since(started)
 	}
-	return f.c.snapshot(len(f.devices), elapsed)
+	return f.c.snapshot(len(f.devices), elapsed, f.cfg.ClosedLoop)
 }
 
 // Summary is the outcome of a Run: the final Stats, taken after every
@@ -347,6 +357,7 @@ func (f *Fleet) Run(ctx context.Context) (Summary, error) {
 	f.ran = true
 	f.started = time.Now()
 	start := f.started
+	f.c.loopFrom.Store(start.Add(f.cfg.Warmup).UnixNano())
 	f.mu.Unlock()
 
 	log := f.cfg.Logger

@@ -78,6 +78,7 @@ type Latency struct {
 	P50MS  float64 `json:"p50_ms"`
 	P90MS  float64 `json:"p90_ms"`
 	P99MS  float64 `json:"p99_ms"`
+	P999MS float64 `json:"p999_ms"`
 	MaxMS  float64 `json:"max_ms"`
 }
 
@@ -120,6 +121,7 @@ func (h *histogram) Snapshot() Latency {
 		P50MS:  pct(0.50),
 		P90MS:  pct(0.90),
 		P99MS:  pct(0.99),
+		P999MS: pct(0.999),
 		MaxMS:  float64(maxUS) / 1000,
 	}
 }

@@ -135,6 +135,8 @@ type counters struct {
 	unanswered                                 [reqKinds]atomic.Int64
 	malformed                                  [malformedKinds]atomic.Int64
 	latency                                    [reqKinds]histogram
+	loop                                       histogram    // closed-loop heartbeat round trips after Warmup
+	loopFrom                                   atomic.Int64 // unix ns: start of the closed-loop measurement
 
 	failMu   sync.Mutex
 	failures map[string]int64
@@ -210,8 +212,21 @@ type Stats struct {
 
 	// Latency of each request kind: from sending it to receiving its reply.
 	Latency map[string]Latency `json:"latency"`
+	// ClosedLoop is the closed-loop measurement (Config.ClosedLoop): the
+	// heartbeat round trips received after Config.Warmup; nil otherwise.
+	ClosedLoop *ClosedLoop `json:"closed_loop,omitempty"`
 
 	Process Process `json:"process"`
+}
+
+// ClosedLoop is the closed-loop measurement: heartbeat replies received
+// from the end of the warm-up until the snapshot, their rate, and their
+// round trips (heartbeat sent to reply received).
+type ClosedLoop struct {
+	Replies     int64   `json:"replies"`
+	Seconds     float64 `json:"seconds"`
+	RepliesPerS float64 `json:"replies_per_s"`
+	Latency     Latency `json:"latency"`
 }
 
 // Process describes the simulator process (zero where unknown).
@@ -223,7 +238,7 @@ type Process struct {
 	Goroutines  int     `json:"goroutines"`
 }
 
-func (c *counters) snapshot(devices int, elapsed time.Duration) Stats {
+func (c *counters) snapshot(devices int, elapsed time.Duration, closedLoop bool) Stats {
 	s := Stats{
 		Elapsed:                  elapsed,
 		ElapsedS:                 elapsed.Seconds(),
@@ -279,6 +294,15 @@ func (c *counters) snapshot(devices int, elapsed time.Duration) Stats {
 		s.FailuresTotal += v
 	}
 	c.failMu.Unlock()
+	if from := c.loopFrom.Load(); closedLoop && from != 0 {
+		l := c.loop.Snapshot()
+		cl := &ClosedLoop{Replies: l.Count, Latency: l}
+		if secs := float64(time.Now().UnixNano()-from) / 1e9; secs > 0 {
+			cl.Seconds = secs
+			cl.RepliesPerS = float64(l.Count) / secs
+		}
+		s.ClosedLoop = cl
+	}
 	s.Process = readProcess()
 	return s
 }
@@ -341,10 +365,15 @@ func Report(s Stats) string {
 	if s.MalformedTotal > 0 {
 		fmt.Fprintf(&b, "malformed sent %d: %s\n", s.MalformedTotal, fmtMap(s.Malformed))
 	}
-	b.WriteString("latency (ms)      count      mean       p50       p90       p99       max\n")
+	b.WriteString("latency (ms)      count      mean       p50       p90       p99      p999       max\n")
 	for _, n := range reqNames {
 		l := s.Latency[n]
-		fmt.Fprintf(&b, "  %-14s %8d %9.2f %9.2f %9.2f %9.2f %9.2f\n", n, l.Count, l.MeanMS, l.P50MS, l.P90MS, l.P99MS, l.MaxMS)
+		fmt.Fprintf(&b, "  %-14s %8d %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f\n", n, l.Count, l.MeanMS, l.P50MS, l.P90MS, l.P99MS, l.P999MS, l.MaxMS)
+	}
+	if cl := s.ClosedLoop; cl != nil {
+		l := cl.Latency
+		fmt.Fprintf(&b, "closed loop: %d replies in %.1fs after warm-up = %.0f replies/s; round trip p50 %.2f ms, p99 %.2f ms, p999 %.2f ms, max %.2f ms\n",
+			cl.Replies, cl.Seconds, cl.RepliesPerS, l.P50MS, l.P99MS, l.P999MS, l.MaxMS)
 	}
 	p := s.Process
 	fmt.Fprintf(&b, "process: rss %.1f MB (peak %.1f MB", float64(p.RSSBytes)/(1<<20), float64(p.MaxRSSBytes)/(1<<20))

@@ -4,21 +4,28 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ivms/ams/pkg/hop"
 )
 
 // metrics of one Runner; every series carries the const label processor.
 type metrics struct {
-	records      *prometheus.CounterVec // committed input records, by topic
-	outputs      *prometheus.CounterVec // committed output records, by topic
-	txns         *prometheus.CounterVec // transactions, by result committed|aborted
-	batchSeconds prometheus.Histogram   // poll-to-end of one transaction
-	stateKeys    *prometheus.GaugeVec   // keys with state, by partition
-	restoreSecs  prometheus.Histogram   // duration of one partition restore
-	restoreRecs  prometheus.Counter     // changelog records read by restores
-	timersFired  prometheus.Counter     // committed timer firings
-	lag          *prometheus.GaugeVec   // high watermark - next offset, by topic, partition
-	changelog    prometheus.Counter     // committed changelog records
-	restoring    prometheus.Gauge       // partitions being restored
+	records      *prometheus.CounterVec   // committed input records, by topic
+	outputs      *prometheus.CounterVec   // committed output records, by topic
+	txns         *prometheus.CounterVec   // transactions, by result committed|aborted
+	batchSeconds prometheus.Histogram     // poll-to-end of one transaction
+	stateKeys    *prometheus.GaugeVec     // keys with state, by partition
+	restoreSecs  prometheus.Histogram     // duration of one partition restore
+	restoreRecs  prometheus.Counter       // changelog records read by restores
+	timersFired  prometheus.Counter       // committed timer firings
+	lag          *prometheus.GaugeVec     // high watermark - next offset, by topic, partition
+	changelog    prometheus.Counter       // committed changelog records
+	restoring    prometheus.Gauge         // partitions being restored
+	carried      prometheus.Counter       // input records whose offsets were carried into a later transaction
+	hops         *prometheus.HistogramVec // per-hop latency of committed input records, by hop
+	hopPoll      prometheus.Observer      // record timestamp -> polled
+	hopCommit    prometheus.Observer      // polled -> transaction committed
+	hopTotal     prometheus.Observer      // record timestamp -> transaction committed
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -48,13 +55,23 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 			Help: "State changes written to the changelog in committed transactions.", ConstLabels: cl}),
 		restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_keyed_restoring_partitions",
 			Help: "Assigned partitions whose state is being restored (not yet taking input).", ConstLabels: cl}),
+		carried: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_carried_records_total",
+			Help: "Input records that produced nothing and whose offsets were carried into the next transaction instead of an offsets-only one.", ConstLabels: cl}),
+		hops: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_hop_seconds",
+			Help: "Per-hop latency of input records in committed transactions, by hop: kafka_to_poll (record timestamp, i.e. when its producer " +
+				"created it, to the batch's first poll), poll_to_commit (that poll to the end of the committing transaction), " +
+				"kafka_to_commit (the sum: Kafka to processed, transaction commit included).",
+			ConstLabels: cl, Buckets: hop.Buckets()}, []string{"hop"}),
 	}
+	m.hopPoll = m.hops.WithLabelValues("kafka_to_poll")
+	m.hopCommit = m.hops.WithLabelValues("poll_to_commit")
+	m.hopTotal = m.hops.WithLabelValues("kafka_to_commit")
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

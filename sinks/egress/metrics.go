@@ -1,6 +1,10 @@
 package egress
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ivms/ams/pkg/hop"
+)
 
 // Metrics are egress's Prometheus metrics.
 type Metrics struct {
@@ -14,6 +18,10 @@ type Metrics struct {
 	mqttUp         prometheus.Gauge
 	mqttConnects   prometheus.Counter
 	partitions     prometheus.Gauge
+	hops           *prometheus.HistogramVec // per-hop latency, by hop
+	hopToPublish   prometheus.Observer      // downlink record timestamp -> PUBLISH
+	hopPuback      prometheus.Observer      // PUBLISH -> PUBACK
+	hopReceipt     prometheus.Observer      // PUBACK -> receipt acknowledged by Kafka
 }
 
 // NewMetrics registers egress's metrics with reg (nil: a private registry).
@@ -63,8 +71,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ams_egress_partitions",
 			Help: "Partitions of ams.downlink assigned to this instance.",
 		}),
+		hops: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "ams_egress_hop_seconds",
+			Help: "Per-hop latency of published downlinks, by hop: kafka_to_publish (downlink record timestamp, i.e. when the processor " +
+				"produced it in its transaction, to the PUBLISH: includes the transaction commit and the read-committed fetch), " +
+				"publish_to_puback (PUBLISH to PUBACK), puback_to_receipt (PUBACK to the receipt acknowledged by Kafka).",
+			Buckets: hop.Buckets(),
+		}, []string{"hop"}),
 	}
-	reg.MustRegister(m.frames, m.rejects, m.republished, m.receipts, m.inflight, m.buffered,
+	m.hopToPublish = m.hops.WithLabelValues("kafka_to_publish")
+	m.hopPuback = m.hops.WithLabelValues("publish_to_puback")
+	m.hopReceipt = m.hops.WithLabelValues("puback_to_receipt")
+	reg.MustRegister(m.hops, m.frames, m.rejects, m.republished, m.receipts, m.inflight, m.buffered,
 		m.publishSeconds, m.mqttUp, m.mqttConnects, m.partitions)
 	return m
 }

@@ -60,7 +60,8 @@ type item struct {
 	dl      schemas.Downlink
 	reject  *schemas.Reject // set: refused, write this instead of publishing
 	state   itemState
-	gen     uint64 // connection generation the publish was decided under
+	gen     uint64    // connection generation the publish was decided under
+	sentAt  time.Time // last PUBLISH
 	ackedAt time.Time
 	// status of the receipt finish writes: "" (published, after a PUBACK),
 	// or a frame not published: expired_before_publish, delivery_unknown.
@@ -519,6 +520,10 @@ func (w *partWorker) intent(it *item) {
 // publish sends it; the result comes back through the callback.
 func (w *partWorker) publish(it *item) {
 	w.d.m.inflight.Inc()
+	it.sentAt = time.Now()
+	if !it.rec.Timestamp.IsZero() {
+		w.d.m.hopToPublish.Observe(it.sentAt.Sub(it.rec.Timestamp).Seconds())
+	}
 	w.d.pub.Publish(it.dl.SN, it.dl.Topic, it.dl.Payload, it.gen, func(err error) {
 		w.d.m.inflight.Dec()
 		w.mu.Lock()
@@ -528,7 +533,8 @@ func (w *partWorker) publish(it *item) {
 			it.uncertain = !errors.Is(err, ErrNotConnected) && !errors.Is(err, ErrStaleGeneration)
 		} else {
 			it.state = stAcked
-			it.ackedAt = time.Now().UTC()
+			it.ackedAt = time.Now()
+			w.d.m.hopPuback.Observe(it.ackedAt.Sub(it.sentAt).Seconds())
 		}
 		w.mu.Unlock()
 		w.wake()
@@ -547,19 +553,24 @@ func (w *partWorker) finish(it *item) {
 		}
 	} else {
 		status, at := it.status, it.ackedAt
+		var sentAt *time.Time // nil for a frame never published (an intent, an expired frame)
+		if !it.sentAt.IsZero() {
+			sentAt = new(it.sentAt.UTC())
+		}
 		if status == "" {
 			status = schemas.ReceiptPublished
 		} else {
 			at = w.now().UTC()
 		}
 		v, topic = &schemas.DownlinkReceipt{
-			FrameID:     it.dl.FrameID,
-			SN:          it.dl.SN,
-			CommandID:   it.dl.CommandID,
-			MsgID:       it.dl.MsgID,
-			PublishedAt: at,
-			Egress:      w.d.egressID,
-			Status:      status,
+			FrameID:       it.dl.FrameID,
+			SN:            it.dl.SN,
+			CommandID:     it.dl.CommandID,
+			MsgID:         it.dl.MsgID,
+			PublishedAt:   at.UTC(),
+			Egress:        w.d.egressID,
+			Status:        status,
+			PublishSentAt: sentAt,
 		}, w.d.receipts
 	}
 	b, err := w.d.codec.Encode(v)
@@ -585,6 +596,7 @@ func (w *partWorker) finish(it *item) {
 		} else {
 			w.d.m.frames.WithLabelValues("published").Inc()
 			w.d.m.receipts.Inc()
+			w.d.m.hopReceipt.Observe(time.Since(it.ackedAt).Seconds())
 		}
 		w.mu.Lock()
 		it.state = stDone
