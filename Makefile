@@ -7,7 +7,7 @@ BIN := $(CURDIR)/bin/ams
 # Integration tests share one stack; keep their parallelism modest on a 2-core box.
 TEST_FLAGS ?= -count=1 -timeout 20m -p 2
 
-.PHONY: all build run run-stack test unit integration bench fuzz lint up down clean docs
+.PHONY: all build run run-stack test unit integration bench fuzz lint up down clean docs chdb
 
 all: build
 
@@ -27,7 +27,7 @@ run-stack: up build
 	bash deploy/run.sh
 
 ## test: bring up the local stack (installing what is missing), then run unit and integration tests
-test: up lint
+test: up lint chdb
 	$(GO) test $(TEST_FLAGS) -tags integration ./...
 
 ## unit: unit tests only (no services needed)
@@ -54,6 +54,10 @@ lint:
 
 up:
 	bash deploy/stack/up.sh
+
+## chdb: the current ClickHouse engine (chdb-core, pinned) in a venv under .stack, for TestCurrentClickHouse
+chdb:
+	bash deploy/stack/chdb.sh
 
 down:
 	bash deploy/stack/down.sh
