@@ -59,6 +59,8 @@ func checkQueries(t *testing.T, db string) [][2]string {
 		"command_summary":       "command_id",
 		"device_config_latest":  "sn",
 		"rejects_by_reason":     "hour, stage, reason",
+		"presence_now":          "sn",
+		"heartbeats_per_hour":   "sn, hour",
 	} {
 		out = append(out, [2]string{"view: " + view, fmt.Sprintf("SELECT * FROM %s.%s ORDER BY %s", db, view, order)})
 	}
