@@ -30,9 +30,9 @@ func TestMigrationsParse(t *testing.T) {
 		t.Fatalf("migrations = %+v", ms)
 	}
 	banned := regexp.MustCompile(`\b(DateTime64|LowCardinality|Map\(|JSON|TTL|CODEC\()`)
-	// Idempotent forms: IF NOT EXISTS, MODIFY TTL (same TTL again), and the
+	// Idempotent forms: IF NOT EXISTS, dropping a view to recreate it, MODIFY TTL (same TTL again), and the
 	// backfill of presence_latest (argMax/max states: a row twice is once).
-	idempotent := regexp.MustCompile(`IF NOT EXISTS|MODIFY TTL|^INSERT INTO \{db\}\.presence_latest\b`)
+	idempotent := regexp.MustCompile(`IF NOT EXISTS|DROP TABLE IF EXISTS \{db\}\.presence_intervals$|MODIFY TTL|^INSERT INTO \{db\}\.presence_latest\b`)
 	gated := 0
 	for _, m := range ms {
 		if m.MinVersion != "" {
