@@ -143,7 +143,10 @@ func TestCurrentClickHouse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := map[string]any{"statements": append(stmts, fleet(newDB)...), "queries": checkQueries(t, newDB)}
+	// The variant for current servers (0004_retention) ran: every raw table has a TTL.
+	ttlTables := [][2]string{{"current: tables with TTL", "SELECT name FROM system.tables WHERE database = '" + newDB +
+		"' AND engine_full LIKE '% TTL %' ORDER BY name"}}
+	req := map[string]any{"statements": append(stmts, fleet(newDB)...), "queries": checkQueries(t, newDB), "current_only": ttlTables}
 	in, _ := json.Marshal(req)
 	cmd := exec.CommandContext(ctx, py, "testdata/chdb_check.py")
 	cmd.Env = append(os.Environ(), "TZ=UTC")
@@ -165,6 +168,13 @@ func TestCurrentClickHouse(t *testing.T) {
 		t.Errorf("chdb engine version %s, want %s", cur.Version, chdbVersion)
 	}
 	t.Logf("ClickHouse %s vs current engine %s", oldVersion, cur.Version)
+	var withTTL []string
+	for _, row := range cur.Results["current: tables with TTL"].Data {
+		withTTL = append(withTTL, cellString(row[0]))
+	}
+	if want := "[commands device_events heartbeats_hourly presence rejects uplink_raw]"; fmt.Sprint(withTTL) != want {
+		t.Errorf("tables with a TTL on %s: %v, want %s", cur.Version, withTTL, want)
+	}
 
 	for _, q := range checkQueries(t, oldDB) {
 		name := q[0]

@@ -1,6 +1,7 @@
 """Runs SQL on the current ClickHouse engine embedded by chdb (chdb-core), for TestCurrentClickHouse.
 
-Reads a JSON object from stdin: {"statements": [sql, ...], "queries": [[name, sql], ...]}.
+Reads a JSON object from stdin: {"statements": [sql, ...], "queries": [[name, sql], ...],
+"current_only": [[name, sql], ...]} (current_only: checks of what only current servers have).
 Runs every statement in order in a fresh session (a temporary directory), then every query,
 and prints one JSON object: {"version": "...", "results": {name: {"meta": [...], "data": [...]}}}
 (ClickHouse's JSONCompact). A failing statement or query exits 1 with the SQL and the engine's
@@ -25,7 +26,7 @@ def main():
                     sys.stderr.write("statement %d failed: %s\n--- SQL:\n%s\n" % (i + 1, e, sql))
                     return 1
             out = {"version": str(sess.query("SELECT version()", "CSV")).strip().strip('"'), "results": {}}
-            for name, sql in req["queries"]:
+            for name, sql in req["queries"] + req.get("current_only", []):
                 try:
                     res = sess.query(sql, "JSONCompact")
                 except Exception as e:
