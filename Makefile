@@ -11,7 +11,7 @@ TEST_FLAGS ?= -count=1 -timeout 20m -p 2
 # password file, ...): written by deploy/stack/up.sh, sourced by the targets that use the stack.
 STACK_ENV = set -a && source "$(STACK_DIR)/env" && set +a &&
 
-.PHONY: all build run run-stack test unit integration bench fuzz lint up tools down clean docs
+.PHONY: all build run run-stack test unit integration bench fuzz lint up tools down clean docs chdb
 
 all: build
 
@@ -31,7 +31,7 @@ run-stack: up build
 	$(STACK_ENV) bash deploy/run.sh
 
 ## test: bring up the local stack (installing what is missing), then run unit and integration tests
-test: up tools lint
+test: up tools chdb lint
 	$(STACK_ENV) $(GO) test $(TEST_FLAGS) -tags integration ./...
 
 ## unit: unit tests only (no services needed)
@@ -62,6 +62,10 @@ up:
 ## tools: install the programs integration tests drive (nginx-rtmp, ffmpeg, ...), if missing
 tools:
 	bash deploy/stack/tools.sh
+
+## chdb: the current ClickHouse engine (chdb-core, pinned) in a venv under .stack, for TestCurrentClickHouse
+chdb:
+	bash deploy/stack/chdb.sh
 
 down:
 	bash deploy/stack/down.sh

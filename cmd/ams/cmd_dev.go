@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -59,6 +61,7 @@ func devCommand() command {
 			fs.DurationVar(&c.heartbeat, "sim-heartbeat", 30*time.Second, "mean heartbeat interval of the simulated devices")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				c.logs = lf
+				ignoreBrokenPipe()
 				err := runDev(ctx, c, stdout, stderr)
 				if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 					return nil // interrupted while starting
@@ -68,6 +71,14 @@ func devCommand() command {
 		},
 	}
 }
+
+// ignoreBrokenPipe keeps `ams dev 2>&1 | tee log` alive when Ctrl-C kills
+// tee first: without it, Go exits with SIGPIPE on the first write to the
+// closed stdout or stderr, before the roles stop, and the ClickHouse child
+// (Pdeathsig) dies before the sink has flushed. With it such a write fails
+// (EPIPE, the view and log lines are lost; the roles' logs under -dir stay)
+// and the SIGINT the terminal sent stops every role in order.
+func ignoreBrokenPipe() { signal.Ignore(syscall.SIGPIPE) }
 
 // devConfig is the parsed flags of `ams dev`.
 type devConfig struct {

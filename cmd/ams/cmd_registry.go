@@ -14,6 +14,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/registryimport"
 	"github.com/ivms/ams/pkg/sessionimport"
 	"github.com/ivms/ams/schemas"
@@ -77,6 +78,7 @@ func registryImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 	apiURL := fs.String("api-url", "http://127.0.0.1:8080", "base URL of the ams API, which writes each registration to ams.registry")
 	token := fs.String("api-token", "", "bearer token of the API (or use -api-token-file; never logged)")
 	tokenFile := fs.String("api-token-file", "", "file holding the API's bearer token")
+	apiCA := fs.String("api-tls-ca-file", "", "CA certificate (PEM) that signs the API's HTTPS certificate (default: the system's)")
 	timeout := fs.Duration("api-timeout", 30*time.Second, "timeout of one API request")
 	return func(ctx context.Context, stdout, _ io.Writer) error {
 		if *file == "" {
@@ -106,7 +108,17 @@ func registryImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 		if fm == "" {
 			fm = registryimport.FormatOf(*file)
 		}
-		c := &registryimport.Client{HTTP: &http.Client{Timeout: *timeout}, BaseURL: *apiURL, Token: tok}
+		hc := &http.Client{Timeout: *timeout}
+		if *apiCA != "" {
+			tc, err := connsec.TLS{CAFile: *apiCA}.Config()
+			if err != nil {
+				return fmt.Errorf("api-tls-ca-file: %w", err)
+			}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = tc
+			hc.Transport = tr
+		}
+		c := &registryimport.Client{HTTP: hc, BaseURL: *apiURL, Token: tok}
 		rep, err := registryimport.Import(ctx, c, in, fm)
 		if rep.Refused == nil {
 			rep.Refused = []registryimport.Refusal{}

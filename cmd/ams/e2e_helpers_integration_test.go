@@ -77,6 +77,7 @@ type e2eStack struct {
 	redisPrefix string
 	token       string
 	apiURL      string       // https://, verified with apiClient's pool
+	apiCAFile   string       // the API's self-signed certificate, its own CA
 	apiClient   *http.Client // trusts the API's test certificate
 	streamBase  string
 	secret      []byte
@@ -159,6 +160,7 @@ func startStack(t *testing.T, o stackOptions) *e2eStack {
 	// The API: HTTPS with a test certificate the client verifies, and a
 	// named admin token from a tokens file (what it writes says "e2e-admin").
 	certFile, keyFile, pool := testenv.SelfSignedServerCert(t, dir, "api")
+	s.apiCAFile = certFile
 	tokensFile := filepath.Join(dir, "api.tokens")
 	e2eWriteFile(t, tokensFile, "e2e-admin admin "+s.token+"\n")
 

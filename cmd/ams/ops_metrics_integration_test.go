@@ -93,7 +93,8 @@ func TestOpsMetricsExported(t *testing.T) {
 		roles[name] = mqttconform.StartProcess(t, name, amsBinary, append(append(args, kafkaArgs...), "-ops-addr", "127.0.0.1:0")...)
 	}
 	start("process", "process", "-process-group", s.id+"-process", "-transactional-id-prefix", s.id+"-process-",
-		"-instance-id", "p0", "-rsa-private-key-file", privFile, "-kek-file", kekFile)
+		"-instance-id", "p0", "-rsa-private-key-file", privFile, "-kek-file", kekFile,
+		"-allow-unregistered") // the fleet below is not registered: this test is about metrics
 	start("ingest", "ingest", "-mqtt-url", s.broker.URL, "-mqtt-client-id", "ams-ingest-"+s.id, "-mqtt-share-group", "",
 		"-event-connected-filter", "", "-event-disconnected-filter", "", "-instance", "ingest-"+s.id)
 	start("egress", "egress", "-mqtt-url", s.broker.URL, "-egress-id", "ams-egress-"+s.id, "-egress-group", s.id+"-egress",
@@ -104,8 +105,10 @@ func TestOpsMetricsExported(t *testing.T) {
 		"-clickhouse-database", s.chDatabase, "-sink-group", s.id+"-sink-clickhouse", "-batch-interval", "200ms",
 		"-retry-max", "500ms")
 	roles["api"] = mqttconform.StartProcess(t, "api", amsBinary, append(append([]string{"api"}, kafkaArgs...),
-		"-http-addr", "127.0.0.1:0", "-redis-addr", testenv.RedisAddr(), "-redis-prefix", s.redisPrefix, "-api-token", s.token)...)
-	s.apiURL = "http://" + roles["api"].OpsAddr()
+		"-http-addr", "127.0.0.1:0", "-ops-addr", "127.0.0.1:0", "-redis-addr", testenv.RedisAddr(), "-redis-prefix", s.redisPrefix,
+		"-api-token", s.token)...)
+	s.apiURL = "http://" + roles["api"].APIAddr(t)
+	s.apiClient = &http.Client{}
 
 	// Inserts into the rejects table fail from now on: the sink's failure counter.
 	conn, err := s.clickhouse()

@@ -37,7 +37,7 @@ func TestRegistryImport(t *testing.T) {
 
 	run := func() registryimport.Report {
 		t.Helper()
-		cmd := exec.Command(amsBinary, "registry", "import", "-import-file", file, "-api-url", s.apiURL, "-api-token-file", tokenFile)
+		cmd := exec.Command(amsBinary, "registry", "import", "-import-file", file, "-api-url", s.apiURL, "-api-tls-ca-file", s.apiCAFile, "-api-token-file", tokenFile)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()

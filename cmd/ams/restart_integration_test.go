@@ -326,7 +326,7 @@ func TestRestartEgress(t *testing.T) {
 func TestRestartRedisSink(t *testing.T) {
 	r := newRestartRig(t)
 	prefix := r.id + ":"
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() {
 		ctx := context.Background()
 		if keys, _ := rdb.Keys(ctx, prefix+"*").Result(); len(keys) > 0 {

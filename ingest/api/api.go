@@ -24,7 +24,6 @@ import (
 	"github.com/ivms/ams/pkg/protocol"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,6 +94,7 @@ type Server struct {
 	waiting chan struct{} // a slot per waiting request
 	logins  *deviceauth.LoginLimiter
 	mounted []func(*http.ServeMux) // handlers served beside the API's routes (Mount)
+	openapi []byte                 // the OpenAPI document, served at OpenAPIPath
 }
 
 // New returns a server. reg receives its metrics (nil: none).
@@ -130,31 +130,27 @@ func New(cfg Config, state State, prod Producer, enc Encoder, log *slog.Logger, 
 	if cfg.LoginEvery <= 0 {
 		cfg.LoginEvery = time.Minute
 	}
-	return &Server{cfg: cfg, tokens: tokens, state: state, prod: prod, enc: enc,
+	s := &Server{cfg: cfg, tokens: tokens, state: state, prod: prod, enc: enc,
 		log: log, m: newMetrics(reg), waiting: make(chan struct{}, cfg.MaxWaiting),
-		logins: deviceauth.NewLoginLimiter(cfg.LoginBurst, cfg.LoginEvery, cfg.Now)}, nil
+		logins: deviceauth.NewLoginLimiter(cfg.LoginBurst, cfg.LoginEvery, cfg.Now)}
+	doc, err := json.Marshal(s.OpenAPI())
+	if err != nil {
+		return nil, fmt.Errorf("api: openapi document: %w", err)
+	}
+	s.openapi = doc
+	return s, nil
 }
 
-// Register adds the API's routes to mux.
+// Register adds the API's routes to mux, the OpenAPI document at
+// OpenAPIPath, and a catch-all that answers unknown routes (404) and wrong
+// methods (405) with the JSON error shape.
 func (s *Server) Register(mux *http.ServeMux) {
-	routes := []struct {
-		pattern string
-		scope   Scope
-		h       http.HandlerFunc
-	}{
-		{"POST /v1/devices/{sn}/commands", ScopeCommand, s.postCommand},
-		{"GET /v1/commands/{id}", ScopeRead, s.getCommand},
-		{"GET /v1/devices/{sn}", ScopeRead, s.getDevice},
-		{"GET /v1/devices", ScopeRead, s.listDevices},
-		{"PUT /v1/devices/{sn}", ScopeAdmin, s.putDevice},
-		{"DELETE /v1/devices/{sn}", ScopeAdmin, s.deleteDevice},
-		{"GET /v1/command-kinds", ScopeRead, s.listKinds},
-		{"POST /v1/emqx/auth", ScopeBrokerAuth, s.emqxAuth},
-		{"POST /v1/emqx/acl", ScopeBrokerAuth, s.emqxACL},
+	for _, r := range s.routes() {
+		pattern := r.method + " " + r.path
+		mux.Handle(pattern, s.instrument(pattern, s.authenticated(r.scope, r.h)))
 	}
-	for _, r := range routes {
-		mux.Handle(r.pattern, s.instrument(r.pattern, s.authenticated(r.scope, r.h)))
-	}
+	mux.Handle("GET "+OpenAPIPath, s.instrument("GET "+OpenAPIPath, s.serveOpenAPI(s.openapi)))
+	mux.Handle("/", s.instrument("unmatched", notFound(mux)))
 }
 
 // Mount adds routes served beside the API's on its listener (the console);
@@ -327,14 +323,21 @@ func snParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return sn, true
 }
 
-func parseBoolParam(w http.ResponseWriter, r *http.Request, name string) (v, ok bool) {
+// parseBoolParam reads an optional boolean query parameter: set is false
+// when it is absent or empty; true/1 and false/0 are accepted.
+func parseBoolParam(w http.ResponseWriter, r *http.Request, name string) (v, set, ok bool) {
 	s := r.URL.Query().Get(name)
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s must be true or false", name), name)
-		return false, false
+	if s == "" {
+		return false, false, true
 	}
-	return b, true
+	switch s {
+	case "true", "1":
+		return true, true, true
+	case "false", "0":
+		return false, true, true
+	}
+	writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %s must be true, false, 1 or 0 (omit it for all devices), not %q", name, s), name)
+	return false, false, false
 }
 
 // decodeLoose decodes a JSON object body into v, ignoring unknown fields

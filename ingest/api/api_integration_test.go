@@ -71,12 +71,15 @@ func TestAPIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewServer(api.ValidatingHandler(t, srv.Handler(), srv.OpenAPI()))
 	defer hs.Close()
 	do := func(method, path, body string, hdr ...string) (int, map[string]any) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, method, hs.URL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer tok")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}

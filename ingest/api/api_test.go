@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -71,8 +72,28 @@ func (f *fakeState) TokenHash(_ context.Context, sn string) (string, error) {
 	return f.hashes[sn], nil
 }
 
+// ListDevices pages through the devices of one presence, as the Redis store
+// does: in sn order after cursor, next = the last sn when more follow.
 func (f *fakeState) ListDevices(_ context.Context, online bool, cursor string, limit int) ([]amsredis.Device, string, error) {
-	return []amsredis.Device{{SN: "SN1", Online: online}}, "", nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var sns []string
+	for sn, d := range f.devices {
+		if d.Online == online && sn > cursor {
+			sns = append(sns, sn)
+		}
+	}
+	sort.Strings(sns)
+	next := ""
+	if len(sns) > limit {
+		sns = sns[:limit]
+		next = sns[limit-1]
+	}
+	out := []amsredis.Device{}
+	for _, sn := range sns {
+		out = append(out, f.devices[sn])
+	}
+	return out, next, nil
 }
 
 func (f *fakeState) Command(_ context.Context, id string) (amsredis.Command, bool, error) {
@@ -155,7 +176,7 @@ func newHarness(t *testing.T, opts ...func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv = httptest.NewServer(s.Handler())
+	h.srv = httptest.NewServer(ValidatingHandler(t, s.Handler(), s.OpenAPI()))
 	t.Cleanup(h.srv.Close)
 	h.state.register("SN1", "tok-1", "cam1")
 	return h
@@ -168,6 +189,9 @@ func (h *harness) do(t *testing.T, method, path, body string, hdr ...string) (in
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		if hdr[i+1] == "" {
 			req.Header.Del(hdr[i])
@@ -338,7 +362,7 @@ func TestGetCommandAndDevice(t *testing.T) {
 	if code != http.StatusOK || body["sn"] != "SN1" || body["registered"] != true {
 		t.Fatalf("%d %v", code, body)
 	}
-	if code, body := h.do(t, "GET", "/v1/devices", ""); code != http.StatusBadRequest || body["field"] != "online" {
+	if code, body := h.do(t, "GET", "/v1/devices", ""); code != http.StatusOK || len(body["devices"].([]any)) != 1 {
 		t.Fatalf("list without online: %d %v", code, body)
 	}
 	if code, body := h.do(t, "GET", "/v1/devices?online=true&limit=0", ""); code != http.StatusBadRequest || body["field"] != "limit" {

@@ -271,12 +271,17 @@ type kindInfo struct {
 	Doc      string   `json:"doc"`
 	Default  string   `json:"default_body,omitempty"`
 	Required []string `json:"required_fields,omitempty"`
+	// BodySchema is the body's JSON Schema (also in the OpenAPI document
+	// as CommandBody_<name>), Example a valid body.
+	BodySchema map[string]any  `json:"body_schema"`
+	Example    json.RawMessage `json:"example"`
 }
 
 func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
 	var out []kindInfo
 	for _, k := range commandkinds.All() {
-		ki := kindInfo{Name: k.Name, CmdType: k.CmdType, Code: k.Code, Doc: k.Doc, Default: k.Default}
+		ki := kindInfo{Name: k.Name, CmdType: k.CmdType, Code: k.Code, Doc: k.Doc, Default: k.Default,
+			BodySchema: k.JSONSchema(), Example: json.RawMessage(k.Example)}
 		for _, f := range k.Body.Fields {
 			if f.Required {
 				ki.Required = append(ki.Required, f.Name)
@@ -284,5 +289,5 @@ func (s *Server) listKinds(w http.ResponseWriter, _ *http.Request) {
 		}
 		out = append(out, ki)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"kinds": out})
+	writeJSON(w, http.StatusOK, kindList{Kinds: out})
 }

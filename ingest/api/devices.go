@@ -9,6 +9,7 @@ import (
 
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/schemas"
+	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // DeviceRequest is the body of PUT /v1/devices/{sn}. Omitted fields keep
@@ -54,7 +55,7 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
-	online, ok := parseBoolParam(w, r, "online")
+	online, filtered, ok := parseBoolParam(w, r, "online")
 	if !ok {
 		return
 	}
@@ -73,7 +74,14 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad cursor", "cursor")
 		return
 	}
-	devs, next, err := s.state.ListDevices(r.Context(), online, cursor, limit)
+	var devs []amsredis.Device
+	var next string
+	var err error
+	if filtered {
+		devs, next, err = s.state.ListDevices(r.Context(), online, cursor, limit)
+	} else {
+		devs, next, err = s.listAll(r, cursor, limit)
+	}
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -161,4 +169,39 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// listAll returns a page of every device with a known presence, online or
+// offline, in sn order: the next limit of each set after cursor, merged. A
+// device that changes presence between the two reads may appear in both
+// sets or neither for this page; it is read once on the next.
+func (s *Server) listAll(r *http.Request, cursor string, limit int) ([]amsredis.Device, string, error) {
+	on, nextOn, err := s.state.ListDevices(r.Context(), true, cursor, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	off, nextOff, err := s.state.ListDevices(r.Context(), false, cursor, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	all := make([]amsredis.Device, 0, min(limit, len(on)+len(off)))
+	i, j := 0, 0
+	for len(all) < limit && (i < len(on) || j < len(off)) {
+		switch {
+		case j >= len(off) || i < len(on) && on[i].SN < off[j].SN:
+			all = append(all, on[i])
+			i++
+		case i >= len(on) || off[j].SN < on[i].SN:
+			all = append(all, off[j])
+			j++
+		default: // in both sets (it changed presence between the reads): once
+			all = append(all, on[i])
+			i, j = i+1, j+1
+		}
+	}
+	more := i < len(on) || j < len(off) || nextOn != "" || nextOff != ""
+	if more && len(all) > 0 {
+		return all, all[len(all)-1].SN, nil
+	}
+	return all, "", nil
 }

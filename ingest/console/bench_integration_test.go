@@ -115,7 +115,7 @@ func BenchmarkConsolePages(b *testing.B) {
 	ctx := context.Background()
 	id := testenv.Unique(b, "console_bench")
 	keys := amsredis.Keys{Prefix: id + ":"}
-	rdb := goredis.NewClient(&goredis.Options{Addr: testenv.RedisAddr()})
+	rdb := goredis.NewClient(testenv.RedisOptions())
 	b.Cleanup(func() { rdb.Close() })
 	seedRedis(b, rdb, keys)
 

@@ -65,6 +65,8 @@ type Field struct {
 	MaxLen int
 	// Spec checks the members of an Object field.
 	Spec *Spec
+	// Doc says what the member means (in the body's JSON Schema).
+	Doc string
 }
 
 // Spec is the shape of a JSON object body (or of an Object field).
@@ -102,6 +104,9 @@ type Kind struct {
 	// idempotent is published at most once, and an uncertain delivery ends
 	// it FAILED delivery_unknown (sinks/egress README, "At most once").
 	Idempotent bool
+	// Example is a valid body, shown in the API's description; every kind
+	// has one.
+	Example string
 }
 
 // ErrUnknownKind is returned (wrapped) for a command name that is not in the table.
@@ -127,53 +132,70 @@ func (e *BodyError) Error() string {
 // cannot mutate it; All and Lookup return deep copies.
 func table() []Kind {
 	one, bindStatus := []int64{1}, []int64{0, 1}
+	// The devices' settings objects of 328..331 are not defined by the
+	// protocol (PROTOCOL.md: "a JSON object"): ams passes their members
+	// through unchanged and only requires at least one.
+	const passThrough = "; the members are the device's own settings (not defined by PROTOCOL.md), passed through unchanged: at least one member, any names and values"
 	return []Kind{
 		{Name: "config", CmdType: protocol.CmdCommand, Code: protocol.AppGetConfig,
 			Doc: "ask for the configuration and tell the bind status", Idempotent: true,
 			Body: Spec{Fields: []Field{
-				{Name: "iGetconfig", Type: Int, Required: true, OneOf: one},
-				{Name: "iBindStatus", Type: Int, Required: true, OneOf: bindStatus},
-			}}},
+				{Name: "iGetconfig", Type: Int, Required: true, OneOf: one, Doc: "always 1"},
+				{Name: "iBindStatus", Type: Int, Required: true, OneOf: bindStatus, Doc: "1 bound to a user, 0 not bound"},
+			}},
+			Example: `{"iGetconfig":1,"iBindStatus":1}`},
 		{Name: "reboot", CmdType: protocol.CmdCommand, Code: protocol.AppReboot,
 			Doc:     "reboot the device",
-			Body:    Spec{Fields: []Field{{Name: "iReboot", Type: Int, Required: true, OneOf: one}}},
-			Default: `{"iReboot":1}`},
+			Body:    Spec{Fields: []Field{{Name: "iReboot", Type: Int, Required: true, OneOf: one, Doc: "always 1"}}},
+			Default: `{"iReboot":1}`, Example: `{"iReboot":1}`},
 		{Name: "reset", CmdType: protocol.CmdCommand, Code: protocol.AppReset,
 			Doc: "reset: 1 factory reset, 0 default settings, 328/329/330/331/333 that settings group",
 			Body: Spec{Fields: []Field{{Name: "iReset", Type: Int, Required: true,
-				OneOf: []int64{0, 1, 328, 329, 330, 331, 333}}}}},
+				OneOf: []int64{0, 1, 328, 329, 330, 331, 333},
+				Doc:   "1 factory reset, 0 default settings, 328/329/330/331/333 reset that settings group"}}},
+			Example: `{"iReset":333}`},
 		{Name: "log_upload", CmdType: protocol.CmdCommand, Code: protocol.AppUploadLog,
-			Doc:  "upload the device's logs",
-			Body: Spec{Fields: []Field{{Name: "iReqUploadZlog", Type: Int, Required: true, Min: 0, HasMin: true}}}},
+			Doc:     "upload the device's logs",
+			Body:    Spec{Fields: []Field{{Name: "iReqUploadZlog", Type: Int, Required: true, Min: 0, HasMin: true, Doc: "which logs to upload (device-defined, 0 or more)"}}},
+			Example: `{"iReqUploadZlog":1}`},
 		{Name: "sd_format", CmdType: protocol.CmdCommand, Code: protocol.AppFormatSD,
-			Doc:  "format the SD card",
-			Body: Spec{Fields: []Field{{Name: "iFormat", Type: Int, Required: true, OneOf: one}}}},
+			Doc:     "format the SD card",
+			Body:    Spec{Fields: []Field{{Name: "iFormat", Type: Int, Required: true, OneOf: one, Doc: "always 1"}}},
+			Example: `{"iFormat":1}`},
 		{Name: "face_snapshot", CmdType: protocol.CmdCommand, Code: protocol.AppFaceSnapshot,
-			Doc: "face snapshot settings", Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "face snapshot settings" + passThrough, Body: Spec{Open: true, NonEmpty: true},
+			Example: `{"iEnable":1,"iSensitivity":50}`},
 		{Name: "vehicle_snapshot", CmdType: protocol.CmdCommand, Code: protocol.AppVehicleSnapshot,
-			Doc: "vehicle snapshot settings", Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "vehicle snapshot settings" + passThrough, Body: Spec{Open: true, NonEmpty: true},
+			Example: `{"iEnable":1}`},
 		{Name: "other_settings", CmdType: protocol.CmdCommand, Code: protocol.AppTimeAlarm,
-			Doc: "time zone, alarm light, siren settings", Idempotent: true, Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "time zone, alarm light, siren settings" + passThrough, Idempotent: true, Body: Spec{Open: true, NonEmpty: true},
+			Example: `{"strTimeZone":"UTC+8","iAlarmLight":0,"iSiren":0}`},
 		{Name: "audio_video", CmdType: protocol.CmdCommand, Code: protocol.AppAudioVideo,
-			Doc: "audio and video settings", Idempotent: true, Body: Spec{Open: true, NonEmpty: true}},
+			Doc: "audio and video settings" + passThrough, Idempotent: true, Body: Spec{Open: true, NonEmpty: true},
+			Example: `{"iMicEnable":1,"iVolume":80}`},
 		{Name: "sd_info", CmdType: protocol.CmdCommand, Code: protocol.AppGetSDInfo,
 			Doc: "read the SD card state", Idempotent: true,
-			Body:    Spec{Fields: []Field{{Name: "iGetSDInfo", Type: Int, Required: true, OneOf: one}}},
-			Default: `{"iGetSDInfo":1}`},
+			Body:    Spec{Fields: []Field{{Name: "iGetSDInfo", Type: Int, Required: true, OneOf: one, Doc: "always 1"}}},
+			Default: `{"iGetSDInfo":1}`, Example: `{"iGetSDInfo":1}`},
 		{Name: "osd", CmdType: protocol.CmdCommand, Code: protocol.AppOSD,
-			Doc: "OSD settings; sOsdName sets the device name", Idempotent: true,
+			Doc:        `OSD settings, at least one member; the device name is {"sOsdName":{"iEnable":1,"strText":"front door"}}; other members are passed through unchanged`,
+			Idempotent: true,
 			Body: Spec{Open: true, NonEmpty: true, Fields: []Field{
-				{Name: "sOsdName", Type: Object, Spec: &Spec{Open: true, Fields: []Field{
-					{Name: "iEnable", Type: Int, Required: true, OneOf: bindStatus},
-					{Name: "strText", Type: String, MaxLen: 64},
+				{Name: "sOsdName", Type: Object, Doc: "the device name shown in the video: an object, not a string", Spec: &Spec{Open: true, Fields: []Field{
+					{Name: "iEnable", Type: Int, Required: true, OneOf: bindStatus, Doc: "1 show the name, 0 hide it"},
+					{Name: "strText", Type: String, MaxLen: 64, Doc: "the name, at most 64 characters"},
 				}}},
-			}}},
+			}},
+			Example: `{"sOsdName":{"iEnable":1,"strText":"front door"}}`},
 		{Name: "stream_control", CmdType: protocol.CmdAms, Code: protocol.AmsStreamControl,
-			Doc:  "streaming: 0 stop, 1 start, 2 restart with a new URL",
-			Body: Spec{Fields: []Field{{Name: "icmdtype", Type: Int, Required: true, OneOf: []int64{0, 1, 2}}}}},
+			Doc:     "streaming: 0 stop, 1 start, 2 restart with a new URL",
+			Body:    Spec{Fields: []Field{{Name: "icmdtype", Type: Int, Required: true, OneOf: []int64{0, 1, 2}, Doc: "0 stop, 1 start, 2 restart with a new URL"}}},
+			Example: `{"icmdtype":1}`},
 		{Name: "upload_control", CmdType: protocol.CmdAms, Code: protocol.AmsUploadControl,
-			Doc:  "picture upload: 0 stop, 1 start",
-			Body: Spec{Fields: []Field{{Name: "icmdtype", Type: Int, Required: true, OneOf: []int64{0, 1}}}}},
+			Doc:     "picture upload: 0 stop, 1 start",
+			Body:    Spec{Fields: []Field{{Name: "icmdtype", Type: Int, Required: true, OneOf: []int64{0, 1}, Doc: "0 stop, 1 start"}}},
+			Example: `{"icmdtype":1}`},
 	}
 }
 

@@ -24,6 +24,57 @@ type Migration struct {
 	Version    uint32
 	Name       string   // file name without the version and .sql, e.g. "tables"
 	Statements []string // with {db} still in them
+	// MinVersion, when set, is the oldest ClickHouse release the migration
+	// runs on (its first line is "-- requires ClickHouse >= 20.3"). On an
+	// older server it is skipped and not recorded, so `ams migrate` applies
+	// it after the server is upgraded.
+	MinVersion string
+}
+
+var requiresLine = regexp.MustCompile(`(?m)^-- requires ClickHouse >= ([0-9]+(?:\.[0-9]+)*)\s*$`)
+
+// AppliesTo reports whether m runs on a server of the given version
+// ("18.16.1", "26.9.0").
+func (m Migration) AppliesTo(serverVersion string) bool {
+	return m.MinVersion == "" || compareVersions(serverVersion, m.MinVersion) >= 0
+}
+
+// compareVersions compares dotted release numbers numerically ("18.16.1" < "20.3").
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(as), len(bs)); i++ {
+		var x, y int
+		if i < len(as) {
+			x, _ = strconv.Atoi(as[i])
+		}
+		if i < len(bs) {
+			y, _ = strconv.Atoi(bs[i])
+		}
+		if x != y {
+			return x - y
+		}
+	}
+	return 0
+}
+
+// MigrationStatements returns every statement `ams migrate` runs on an empty
+// server of the given version for database db, in order: the database, the
+// ledger, then each applicable migration (the ledger's rows are not included).
+func MigrationStatements(db, serverVersion string) ([]string, error) {
+	all, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	out := []string{"CREATE DATABASE IF NOT EXISTS " + db, fmt.Sprintf(ledgerDDL, db)}
+	for _, m := range all {
+		if !m.AppliesTo(serverVersion) {
+			continue
+		}
+		for _, s := range m.Statements {
+			out = append(out, strings.ReplaceAll(s, "{db}", db))
+		}
+	}
+	return out, nil
 }
 
 // ErrNotMigrated is returned (wrapped) when the database lacks a migration
@@ -60,7 +111,11 @@ func parseMigrations(fsys fs.FS) ([]Migration, error) {
 		if len(stmts) == 0 {
 			return nil, fmt.Errorf("migration %s has no statement", n)
 		}
-		out = append(out, Migration{Version: uint32(v), Name: m[2], Statements: stmts})
+		mig := Migration{Version: uint32(v), Name: m[2], Statements: stmts}
+		if r := requiresLine.FindStringSubmatch(string(b)); r != nil {
+			mig.MinVersion = r[1]
+		}
+		out = append(out, mig)
 	}
 	slices.SortFunc(out, func(a, b Migration) int { return int(a.Version) - int(b.Version) })
 	for i := 1; i < len(out); i++ {
@@ -161,9 +216,18 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
+	version, err := ServerVersion(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
 	var applied []Migration
 	for _, m := range all {
 		if done[m.Version] {
+			continue
+		}
+		if !m.AppliesTo(version) {
+			log.Info("clickhouse migration skipped: the server is older than it needs", "database", db,
+				"version", m.Version, "name", m.Name, "server", version, "needs", m.MinVersion)
 			continue
 		}
 		for i, s := range m.Statements {
@@ -232,10 +296,23 @@ func CheckMigrated(ctx context.Context, conn driver.Conn, db string) error {
 	if err != nil {
 		return err
 	}
+	version, err := ServerVersion(ctx, conn)
+	if err != nil {
+		return err
+	}
 	for _, m := range all {
-		if !done[m.Version] {
+		if !done[m.Version] && m.AppliesTo(version) {
 			return fmt.Errorf("%w: database %s lacks migration %04d_%s (run `ams migrate`)", ErrNotMigrated, db, m.Version, m.Name)
 		}
 	}
 	return nil
+}
+
+// ServerVersion returns the server's release, e.g. "18.16.1".
+func ServerVersion(ctx context.Context, conn driver.Conn) (string, error) {
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "", fmt.Errorf("clickhouse version: %w", err)
+	}
+	return v, nil
 }

@@ -29,8 +29,21 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err != nil || len(applied) != 0 {
 		t.Fatalf("second Migrate applied %d migrations, err %v; want none", len(applied), err)
 	}
-	if n := e.count("SELECT count() FROM {db}.schema_migrations"); n != uint64(len(all)) {
-		t.Fatalf("schema_migrations holds %d rows, want %d", n, len(all))
+	version, err := chsink.ServerVersion(ctx, e.conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, m := range all {
+		if m.AppliesTo(version) {
+			want++
+		}
+	}
+	if want == len(all) {
+		t.Logf("ClickHouse %s runs every migration (none skipped)", version)
+	}
+	if n := e.count("SELECT count() FROM {db}.schema_migrations"); n != uint64(want) {
+		t.Fatalf("schema_migrations holds %d rows, want %d (of %d migrations, those for ClickHouse %s)", n, want, len(all), version)
 	}
 	if err := chsink.CheckMigrated(ctx, e.conn, e.db); err != nil {
 		t.Fatalf("CheckMigrated: %v", err)
@@ -39,7 +52,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatalf("CheckMigrated on a missing database = %v, want ErrNotMigrated", err)
 	}
 	// Every view answers.
-	for _, v := range []string{"presence_intervals", "presence_daily_uptime", "command_summary", "device_config_latest", "rejects_by_reason"} {
+	for _, v := range []string{"presence_intervals", "presence_daily_uptime", "command_summary", "device_config_latest", "rejects_by_reason", "presence_now", "heartbeats_per_hour"} {
 		e.count("SELECT count() FROM {db}." + v)
 	}
 }
