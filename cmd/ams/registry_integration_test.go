@@ -24,12 +24,12 @@ func TestRegistryImport(t *testing.T) {
 	p := e2eSNPrefix(t)
 	sn := func(i string) string { return p + "000000000" + i }
 	csv := "sn,token,bound,name\n" +
-		sn("1") + ",tok-1,1,Gate\n" +
-		sn("2") + ",tok-2,0,\"Lobby, east\"\n" +
-		"bad/sn,tok-3,1,Bad\n" +
+		sn("1") + ",token-of-device-1,1,Gate\n" +
+		sn("2") + ",token-of-device-2,0,\"Lobby, east\"\n" +
+		"bad/sn,token-of-device-3,1,Bad\n" +
 		sn("4") + ",,1,No token\n" +
-		sn("5") + ",tok-5,true," + strings.Repeat("n", 65) + "\n" +
-		sn("6") + ",tok-6,yes,Yard\n"
+		sn("5") + ",token-of-device-5,true," + strings.Repeat("n", 65) + "\n" +
+		sn("6") + ",token-of-device-6,yes,Yard\n"
 	file := filepath.Join(t.TempDir(), "devices.csv")
 	e2eWriteFile(t, file, csv)
 	tokenFile := filepath.Join(t.TempDir(), "api.token")

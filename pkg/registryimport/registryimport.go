@@ -24,6 +24,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/protocol"
 )
 
@@ -210,8 +211,8 @@ func validate(r Row) error {
 	if !protocol.ValidSN(r.SN) {
 		errs = append(errs, fmt.Errorf("sn %q is not a valid serial number", r.SN))
 	}
-	if r.Token == "" || len(r.Token) > MaxTokenLen {
-		errs = append(errs, fmt.Errorf("token must be 1 to %d bytes", MaxTokenLen))
+	if len(r.Token) < deviceauth.MinDeviceTokenLen || len(r.Token) > MaxTokenLen {
+		errs = append(errs, fmt.Errorf("token must be %d to %d bytes", deviceauth.MinDeviceTokenLen, MaxTokenLen))
 	}
 	if !utf8.ValidString(r.Name) || utf8.RuneCountInString(r.Name) > MaxNameLen {
 		errs = append(errs, fmt.Errorf("name must be valid UTF-8 of at most %d characters", MaxNameLen))

@@ -18,18 +18,18 @@ func readAll(t *testing.T, in string, f Format) ([]Row, []Refusal) {
 
 func TestReadCSV(t *testing.T) {
 	in := "name,sn,token,bound,extra\n" +
-		"Gate,0505050505000001,tok1,1,x\n" +
-		"\"Lobby, east\",0505050505000002,tok2,false,\n" +
-		"Bad sn,05 05,tok3,1,\n" +
+		"Gate,0505050505000001,device-token-0001,1,x\n" +
+		"\"Lobby, east\",0505050505000002,device-token-0002,false,\n" +
+		"Bad sn,05 05,device-token-0003,1,\n" +
 		"No token,0505050505000004,,1,\n" +
-		"Bad bound,0505050505000005,tok5,maybe,\n" +
-		"Again,0505050505000001,tok1,1,\n" +
-		"Short,0505050505000007,tok7\n"
+		"Bad bound,0505050505000005,device-token-0005,maybe,\n" +
+		"Again,0505050505000001,device-token-0001,1,\n" +
+		"Short,0505050505000007,device-token-0007\n"
 	rows, refused := readAll(t, in, CSV)
 	want := []Row{
-		{Line: 2, SN: "0505050505000001", Token: "tok1", Bound: true, Name: "Gate"},
-		{Line: 3, SN: "0505050505000002", Token: "tok2", Bound: false, Name: "Lobby, east"},
-		{Line: 8, SN: "0505050505000007", Token: "tok7", Name: "Short"}, // no bound column: false
+		{Line: 2, SN: "0505050505000001", Token: "device-token-0001", Bound: true, Name: "Gate"},
+		{Line: 3, SN: "0505050505000002", Token: "device-token-0002", Bound: false, Name: "Lobby, east"},
+		{Line: 8, SN: "0505050505000007", Token: "device-token-0007", Name: "Short"}, // no bound column: false
 	}
 	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("rows:\n got %+v\nwant %+v", rows, want)
@@ -46,25 +46,25 @@ func TestReadCSV(t *testing.T) {
 }
 
 func TestReadCSVNeedsHeader(t *testing.T) {
-	err := Read(strings.NewReader("0505050505000001,tok1,1,Gate\n"), CSV, func(Row) {}, func(Refusal) {})
+	err := Read(strings.NewReader("0505050505000001,device-token-0001,1,Gate\n"), CSV, func(Row) {}, func(Refusal) {})
 	if err == nil || !strings.Contains(err.Error(), `no "sn" column`) {
 		t.Errorf("a CSV without a header: %v", err)
 	}
 }
 
 func TestReadJSONLines(t *testing.T) {
-	in := `{"sn":"0505050505000001","token":"tok1","bound":true,"name":"Gate"}
-{"sn":"0505050505000002","token":"tok2","bound":0}
+	in := `{"sn":"0505050505000001","token":"device-token-0001","bound":true,"name":"Gate"}
+{"sn":"0505050505000002","token":"device-token-0002","bound":0}
 
-{"sn":"0505050505000003","token":"tok3","bound":"yes","name":"` + strings.Repeat("x", 65) + `"}
-{"sn":"0505050505000004","token":"tok4","colour":"red"}
+{"sn":"0505050505000003","token":"device-token-0003","bound":"yes","name":"` + strings.Repeat("x", 65) + `"}
+{"sn":"0505050505000004","token":"device-token-0004","colour":"red"}
 not json
-{"sn":"0505050505000006","token":"tok6","bound":[1]}
+{"sn":"0505050505000006","token":"device-token-0006","bound":[1]}
 `
 	rows, refused := readAll(t, in, JSONLines)
 	want := []Row{
-		{Line: 1, SN: "0505050505000001", Token: "tok1", Bound: true, Name: "Gate"},
-		{Line: 2, SN: "0505050505000002", Token: "tok2"},
+		{Line: 1, SN: "0505050505000001", Token: "device-token-0001", Bound: true, Name: "Gate"},
+		{Line: 2, SN: "0505050505000002", Token: "device-token-0002"},
 	}
 	if !reflect.DeepEqual(rows, want) {
 		t.Errorf("rows:\n got %+v\nwant %+v", rows, want)

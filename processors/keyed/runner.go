@@ -245,6 +245,16 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka transact session: %w", err)
 	}
 	r.sess = sess
+	// Register the transactional id now, not at the first transaction: that
+	// fences a predecessor with the same id and aborts its open transaction
+	// at once. Otherwise a SIGKILLed instance's transaction holds every
+	// read-committed fetch of its partitions back (nothing to poll, so no
+	// transaction begins) until the transaction timeout.
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	if _, _, err := sess.Client().ProducerID(pctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("keyed: producer id at start (retried at the first transaction)", "err", err)
+	}
+	pcancel()
 	r.log.Info("keyed processor starting", "group", r.cfg.Group, "inputs", r.cfg.Inputs,
 		"changelog", r.cfg.Changelog, "partitions", parts, "transactional_id", r.cfg.TransactionalID())
 
