@@ -31,6 +31,7 @@ func mediaHookCommand() command {
 			var rf redisFlags
 			lf.register(fs)
 			rf.register(fs)
+			fs.String("namespace", "", "namespace of this stack: derives the Redis prefix (as every role's -namespace; an explicit -redis-prefix wins)")
 			addr := fs.String("media-hook-addr", "127.0.0.1:8090", "listen address of the publish callback (the media server's network only)")
 			opsAddr := fs.String("ops-addr", ":9108", "listen address of /healthz, /readyz and /metrics (empty: off)")
 			secretFiles := fs.String("stream-secret-files", "", "files of the stream-signing secrets shared with `ams process` (-stream-secret-file), comma-separated, current first (required)")
@@ -40,6 +41,9 @@ func mediaHookCommand() command {
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
 				if err != nil {
+					return err
+				}
+				if _, err := applyNamespace(fs); err != nil {
 					return err
 				}
 				var secrets [][]byte
@@ -60,6 +64,7 @@ func mediaHookCommand() command {
 				if (*certFile == "") != (*keyPEMFile == "") {
 					return errors.New("give both -media-hook-tls-cert-file and -media-hook-tls-key-file, or neither")
 				}
+				rf.logSecurity(log)
 				rdb, err := rf.client()
 				if err != nil {
 					return err

@@ -44,7 +44,7 @@ func roleFlagSet(t *testing.T, role string) *flag.FlagSet {
 var nameFlags = []string{"topic-prefix", "process-group", "transactional-id-prefix", "egress-group",
 	"sink-group", "mqtt-share-group", "redis-prefix", "clickhouse-database"}
 
-var namespacedRoles = []string{"ingest", "process", "egress", "sink redis", "sink clickhouse", "api", "migrate"}
+var namespacedRoles = []string{"ingest", "process", "egress", "sink redis", "sink clickhouse", "api", "migrate", "media-hook"}
 
 // namesOf parses role's flags with AMS_NAMESPACE=ns (and args), applies the namespace and
 // returns every name flag's value.
@@ -97,6 +97,9 @@ func TestNamespaceSetsEveryName(t *testing.T) {
 	}
 	if got := namesOf(t, "ingest", "blue"); got["mqtt-share-group"] != "blue_ams" {
 		t.Errorf("ingest in blue: %v", got)
+	}
+	if got := namesOf(t, "media-hook", "blue"); got["redis-prefix"] != blue.RedisPrefix {
+		t.Errorf("media-hook in blue: %v", got)
 	}
 	if got := namesOf(t, "process", "blue"); got["process-group"] != blue.ProcessGroup || got["transactional-id-prefix"] != blue.TransactionalIDPrefix {
 		t.Errorf("process in blue: %v", got)
