@@ -279,6 +279,8 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		{"ingest", ingestCommand().flags, append([]string{"-ops-addr=", "-instance", "dev", "-mqtt-client-id", "ams-ingest-dev"}, mqttArgs...)},
 		{"egress", egressCommand().flags, append([]string{"-ops-addr=", "-egress-id", "ams-egress-dev"}, mqttArgs...)},
 		{"sink redis", redisSinkFlags, append([]string{"-ops-addr="}, redisArgs...)},
+		{"media-hook", mediaHookCommand().flags, append([]string{"-ops-addr=", "-media-hook-addr", devMediaHookAddr,
+			"-stream-secret-files", sec.streamSecretFile, "-media-hook-key-file", sec.mediaHookKeyFile}, redisArgs...)},
 	}
 	for _, s := range steps {
 		if err := start(s.name, s.flags, s.args...); err != nil {
@@ -370,8 +372,14 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		}
 	}()
 
+	hookKey, err := readSecretFile(sec.mediaHookKeyFile)
+	if err != nil {
+		return err
+	}
+	mediaLine, stopNginx := startDevNginx(c.dir, string(hookKey), log)
+	defer stopNginx()
 	chPort := chAddr[strings.LastIndex(chAddr, ":")+1:]
-	printDevHints(stdout, devHints{api: api, token: sec.apiToken, tokenFile: sec.apiTokenFile, mqtt: broker.URL(),
+	printDevHints(stdout, devHints{media: mediaLine, api: api, token: sec.apiToken, tokenFile: sec.apiTokenFile, mqtt: broker.URL(),
 		sn: devSNPrefix + "000001", chHost: chAddr[:strings.LastIndex(chAddr, ":")], chPort: chPort, chDB: chDB,
 		devices: c.devices, logs: logDir, started: time.Since(t0)})
 

@@ -21,6 +21,7 @@ type devSecretsFiles struct {
 	streamSecretFile string
 	uploadSecretFile string
 	apiTokenFile     string
+	mediaHookKeyFile string // the key dev nginx passes to ams media-hook
 	apiToken         string
 	servicePassword  string // the roles' MQTT password, new every run (never written)
 }
@@ -33,6 +34,7 @@ func devSecrets(dir string) (devSecretsFiles, error) {
 		streamSecretFile: filepath.Join(dir, "stream.secret"),
 		uploadSecretFile: filepath.Join(dir, "upload.secret"),
 		apiTokenFile:     filepath.Join(dir, "api.token"),
+		mediaHookKeyFile: filepath.Join(dir, "media-hook.key"),
 	}
 	if !nonEmpty(s.privateKeyFile) || !nonEmpty(s.publicKeyFile) {
 		key, err := rsa.GenerateKey(rand.Reader, 1024)
@@ -51,7 +53,7 @@ func devSecrets(dir string) (devSecretsFiles, error) {
 	for _, f := range []struct {
 		path string
 		n    int
-	}{{s.kekFile, 32}, {s.streamSecretFile, 32}, {s.uploadSecretFile, 32}, {s.apiTokenFile, 16}} {
+	}{{s.kekFile, 32}, {s.streamSecretFile, 32}, {s.uploadSecretFile, 32}, {s.apiTokenFile, 16}, {s.mediaHookKeyFile, 16}} {
 		if nonEmpty(f.path) {
 			continue
 		}

@@ -25,6 +25,7 @@ import (
 type devHints struct {
 	api, token, tokenFile, mqtt, sn string
 	chHost, chPort, chDB            string
+	media                           string // the dev media server (startDevNginx)
 	devices                         int
 	logs                            string
 	started                         time.Duration
@@ -37,8 +38,9 @@ ams dev is up (%.1fs): every role in this process, on embedded Kafka, Redis and 
   API         %s   (token: %s, also in %s)
   MQTT        %s   (devices log in with client id = username = sn)
   ClickHouse  %s:%s, database %s
+  streams     %s
   logs        %s
-`, h.started.Seconds(), h.api, h.token, h.tokenFile, h.mqtt, h.chHost, h.chPort, h.chDB, h.logs)
+`, h.started.Seconds(), h.api, h.token, h.tokenFile, h.mqtt, h.chHost, h.chPort, h.chDB, h.media, h.logs)
 	if h.devices > 0 {
 		fmt.Fprintf(w, "  fleet       %d simulated devices, %s to %s%0*d\n", h.devices, h.sn, devSNPrefix, 16-len(devSNPrefix), h.devices)
 	}
