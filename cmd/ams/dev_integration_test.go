@@ -131,6 +131,22 @@ func TestDevRunsEverything(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// The streams line: nginx-rtmp behind the media hook when installed (make test installs it).
+	outMu.Lock()
+	printed := out.String()
+	outMu.Unlock()
+	_, streams, _ := strings.Cut(printed, "\n  streams     ")
+	streams, _, _ = strings.Cut(streams, "\n")
+	_, nginxErr := exec.LookPath("nginx")
+	_, modErr := os.Stat(devNginxModule)
+	switch {
+	case streams == "":
+		t.Errorf("ams dev printed no streams line:\n%s", printed)
+	case nginxErr == nil && modErr == nil && !strings.HasPrefix(streams, "rtmp://"+devRTMPAddr+"/live") &&
+		streams != "not started: "+devRTMPAddr+" is taken":
+		t.Errorf("nginx-rtmp is installed but the dev stack says: %s", streams)
+	}
+
 	// Every device online.
 	var online int
 	for {
