@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/testenv"
+
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/internal/counter"
 )
@@ -55,7 +57,7 @@ func TestCarriedOffsetsCommit(t *testing.T) {
 		<-runErr
 	}()
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(itBrokers()...), kgo.DefaultProduceTopic(tp.in))
+	cl, err := kgo.NewClient(append(testenv.KafkaSeedOpts(), kgo.DefaultProduceTopic(tp.in))...)
 	if err != nil {
 		t.Fatal(err)
 	}
