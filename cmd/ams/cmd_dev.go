@@ -247,7 +247,13 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		if err != nil {
 			return err
 		}
-		exec, err := parseRole(name, flags, append(append([]string{}, kafkaArgs...), args...), f)
+		// Every role that talks to Kafka gets the embedded cluster's address.
+		probe := flag.NewFlagSet(name, flag.ContinueOnError)
+		flags(probe)
+		if probe.Lookup("kafka-brokers") != nil {
+			args = append(append([]string{}, kafkaArgs...), args...)
+		}
+		exec, err := parseRole(name, flags, args, f)
 		if err != nil {
 			f.Close()
 			return err

@@ -44,7 +44,7 @@ func roleFlagSet(t *testing.T, role string) *flag.FlagSet {
 var nameFlags = []string{"topic-prefix", "process-group", "transactional-id-prefix", "egress-group",
 	"sink-group", "mqtt-share-group", "redis-prefix", "clickhouse-database"}
 
-var namespacedRoles = []string{"ingest", "process", "egress", "sink redis", "sink clickhouse", "api", "migrate", "media-hook"}
+var namespacedRoles = []string{"ingest", "process", "egress", "sink redis", "sink clickhouse", "api", "migrate"}
 
 // namesOf parses role's flags with AMS_NAMESPACE=ns (and args), applies the namespace and
 // returns every name flag's value.
