@@ -64,7 +64,8 @@ start() {
   "$bin" "$role" "$@" >"$dir/$role.log" 2>&1 &
   pids+=($!)
 }
-start process -ops-addr 127.0.0.1:$((base + 3)) -process-group "bench$id-process" -transactional-id-prefix "bench$id-"
+start process -ops-addr 127.0.0.1:$((base + 3)) -process-group "bench$id-process" -transactional-id-prefix "bench$id-" \
+  -allow-unregistered # the fleet is not registered in ams: this measures the pipeline, not registration
 start ingest -ops-addr 127.0.0.1:$((base + 1)) -mqtt-share-group "bench$id" -mqtt-client-id "ams-bench$id-ingest" -instance "bench$id"
 start egress -ops-addr 127.0.0.1:$((base + 2)) -egress-group "bench$id-egress" -egress-id "bench$id"
 for port in $((base + 1)) $((base + 2)) $((base + 3)); do
@@ -75,7 +76,14 @@ urls=http://127.0.0.1:$((base + 1))/metrics,http://127.0.0.1:$((base + 3))/metri
 echo "closed loop: $devices devices, $duration (warm-up $warmup), prefix $AMS_TOPIC_PREFIX, logs $dir"
 echo "load before: $(uptime)"
 # A random 6-digit serial prefix keeps this fleet apart from any other.
-"$sim" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" \
+# On the stack's authenticated Mosquitto the simulator gives every device its
+# account first (password = sn) through the dynamic-security plugin.
+sim_auth=()
+if [ -n "${AMS_MQTT_DYNSEC_USERNAME:-}" ]; then
+  sim_auth=(-sim-device-password '{sn}' -sim-dynsec-admin "$AMS_MQTT_DYNSEC_USERNAME"
+    -sim-dynsec-admin-password-file "$AMS_MQTT_DYNSEC_PASSWORD_FILE")
+fi
+"$sim" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" "${sim_auth[@]}" \
   -sim-sn-prefix "$(printf '%04d' $((RANDOM % 10000)))05" -sim-closed-loop -sim-heartbeat 1s \
   -sim-warmup "$warmup" -sim-duration "$duration" -sim-ramp 0 -sim-progress 0 \
   -sim-metrics-urls "$urls" -sim-summary-json "$dir/summary.json"

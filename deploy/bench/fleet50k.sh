@@ -102,7 +102,7 @@ done
 sleep 1
 
 "$bin" migrate >"$dir/migrate.log" 2>&1
-bg process "$bin" process -ops-addr 127.0.0.1:$((base + 3)) -process-group "$id-process" -transactional-id-prefix "$id-"
+bg process "$bin" process -ops-addr 127.0.0.1:$((base + 3)) -process-group "$id-process" -transactional-id-prefix "$id-" -allow-unregistered
 bg egress "$bin" egress -ops-addr 127.0.0.1:$((base + 2)) -egress-group "$id-egress" -egress-id "$id" -mqtt-url "tcp://127.0.0.1:${mq[1]}"
 bg clickhouse "$bin" sink clickhouse -ops-addr 127.0.0.1:$((base + 4)) -sink-group "$id-ch"
 for b in 1 2 3; do

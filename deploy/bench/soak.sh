@@ -65,7 +65,8 @@ start() { # name role args...
   pids+=($!); pid[$name]=$!
 }
 "$bin" migrate >"$dir/migrate.log" 2>&1
-start process process -ops-addr 127.0.0.1:$((base + 3)) -process-group "$id-process" -transactional-id-prefix "$id-"
+start process process -ops-addr 127.0.0.1:$((base + 3)) -process-group "$id-process" -transactional-id-prefix "$id-" \
+  -allow-unregistered # the fleet is not registered in ams: this measures the pipeline, not registration
 start ingest ingest -ops-addr 127.0.0.1:$((base + 1)) -mqtt-share-group "$id" -mqtt-client-id "ams-$id-ingest" -instance "$id"
 start egress egress -ops-addr 127.0.0.1:$((base + 2)) -egress-group "$id-egress" -egress-id "$id"
 start clickhouse sink clickhouse -ops-addr 127.0.0.1:$((base + 4)) -sink-group "$id-ch"
@@ -116,7 +117,14 @@ echo "soak: $devices devices, heartbeat $hb, $cps commands/s, $duration; logs an
 echo "load before: $(uptime)"
 sampler & pids+=($!)
 (sleep 30; commands) & pids+=($!)
-"$bin" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" -sim-sn-prefix "$prefix" \
+# On the stack's authenticated Mosquitto the simulator gives every device its
+# account first (password = sn) through the dynamic-security plugin.
+sim_auth=()
+if [ -n "${AMS_MQTT_DYNSEC_USERNAME:-}" ]; then
+  sim_auth=(-sim-device-password '{sn}' -sim-dynsec-admin "$AMS_MQTT_DYNSEC_USERNAME"
+    -sim-dynsec-admin-password-file "$AMS_MQTT_DYNSEC_PASSWORD_FILE")
+fi
+"$bin" simulate -rsa-public-key-file "$dir/rsa.pub.pem" -sim-devices "$devices" -sim-sn-prefix "$prefix" "${sim_auth[@]}" \
   -sim-heartbeat "$hb" -sim-duration "$duration" -sim-progress 60s -sim-summary-json "$dir/summary.json" \
   2>"$dir/simulate.log" | tee "$dir/simulate.txt"
 echo "load after: $(uptime)"
