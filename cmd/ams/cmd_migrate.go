@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
@@ -25,6 +26,7 @@ func migrateCommand() command {
 			k.register(fs)
 			lf.register(fs)
 			ch.register(fs)
+			ch.registerCluster(fs, "create the ClickHouse tables ON CLUSTER this cluster (of the servers' remote_servers; needs ZooKeeper, <distributed_ddl> and the macros shard and replica): Replicated*MergeTree <table>_local plus a Distributed <table> sharded by sn; empty: one server")
 			skipCH := fs.Bool("skip-clickhouse", false, "leave ClickHouse alone (Kafka topics only)")
 			checkOnly := fs.Bool("check", false, "only check the topics, create nothing")
 			retention := fs.Duration("retention", 7*24*time.Hour, "retention of the non-compacted topics")
@@ -112,9 +114,19 @@ func migrateClickHouse(ctx context.Context, o chsink.Options, checkOnly bool, lo
 		fmt.Fprintf(stdout, "clickhouse: database %s is migrated\n", o.Database)
 		return nil
 	}
-	applied, err := chsink.Migrate(ctx, conn, o.Database, log)
+	migrate := chsink.Migrate
+	if o.Cluster != "" {
+		migrate = func(ctx context.Context, conn driver.Conn, db string, log *slog.Logger) ([]chsink.Migration, error) {
+			return chsink.MigrateCluster(ctx, conn, db, o.Cluster, log)
+		}
+	}
+	applied, err := migrate(ctx, conn, o.Database, log)
 	if err != nil {
 		return err
+	}
+	if o.Cluster != "" {
+		fmt.Fprintf(stdout, "clickhouse: database %s on cluster %s: %d migrations applied now\n", o.Database, o.Cluster, len(applied))
+		return nil
 	}
 	fmt.Fprintf(stdout, "clickhouse: database %s: %d migrations applied now\n", o.Database, len(applied))
 	return nil

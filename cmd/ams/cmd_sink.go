@@ -88,6 +88,12 @@ type clickHouseFlags struct {
 	username string
 	password string
 	sec      clickHouseSecurityFlags
+	cluster  string // -clickhouse-cluster (migrate and the sink only)
+}
+
+// registerCluster adds -clickhouse-cluster (for `ams migrate` and `ams sink clickhouse`).
+func (c *clickHouseFlags) registerCluster(fs *flag.FlagSet, usage string) {
+	fs.StringVar(&c.cluster, "clickhouse-cluster", "", usage)
 }
 
 func (c *clickHouseFlags) register(fs *flag.FlagSet) {
@@ -107,7 +113,7 @@ func (c *clickHouseFlags) options() (chsink.Options, error) {
 	if err != nil {
 		return chsink.Options{}, err
 	}
-	return chsink.Options{Addr: splitList(c.addr), Database: c.database, Username: c.username, Password: pass, TLS: tc}, nil
+	return chsink.Options{Addr: splitList(c.addr), Database: c.database, Username: c.username, Password: pass, TLS: tc, Cluster: c.cluster}, nil
 }
 
 func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
@@ -117,6 +123,7 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 	k.register(fs)
 	lf.register(fs)
 	ch.register(fs)
+	ch.registerCluster(fs, "ClickHouse cluster the tables were migrated for (ams migrate -clickhouse-cluster): inserts into its Distributed tables return once written to a replica of each shard; empty: one server")
 	opsAddr := fs.String("ops-addr", ":9104", "listen address of /healthz, /readyz and /metrics (empty: off)")
 	group := fs.String("sink-group", "ams-sink-clickhouse", "Kafka consumer group of the ClickHouse sink instances")
 	batchRows := fs.Int("batch-rows", 10000, "insert when this many rows are buffered")
@@ -165,7 +172,7 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			return err
 		}
 		ops.AddCheck("clickhouse", s.Ready)
-		log.Info("clickhouse sink starting", "clickhouse", ch.addr, "database", ch.database, "group", *group, "clickhouse_tls", cho.TLS != nil)
+		log.Info("clickhouse sink starting", "clickhouse", ch.addr, "database", ch.database, "cluster", ch.cluster, "group", *group, "clickhouse_tls", cho.TLS != nil)
 		return runWithOps(ctx, ops, *opsAddr, s.Run)
 	}
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs the integration tests drive but up.sh does not start as services:
 #   media   nginx with the RTMP module and ffmpeg (TestStreamPublishHook)
+#   clickhouse-cluster   Debian's zookeeper (TestClickHouseCluster starts its own server class)
 #
 # Usage: deploy/stack/tools.sh [group...]   (default: every group)
 # Idempotent: installs only what is missing, with Debian's apt-get (root; `apt-get update` only
@@ -10,7 +11,7 @@ set -euo pipefail
 # shellcheck source=deploy/stack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_GROUPS=(media)
+ALL_GROUPS=(media clickhouse-cluster)
 groups=("$@")
 [[ ${#groups[@]} -gt 0 ]] || groups=("${ALL_GROUPS[@]}")
 
@@ -23,6 +24,9 @@ for g in "${groups[@]}"; do
 		have nginx || pkgs+=(nginx)
 		[[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || pkgs+=(libnginx-mod-rtmp)
 		have ffmpeg || pkgs+=(ffmpeg)
+		;;
+	clickhouse-cluster)
+		[[ -f /usr/share/java/zookeeper.jar ]] || pkgs+=(zookeeper)
 		;;
 	*) die "unknown tool group $g (known: ${ALL_GROUPS[*]})" ;;
 	esac

@@ -159,6 +159,11 @@ type Options struct {
 	Password string
 	// TLS, when set, connects with TLS (to the server's secure native port).
 	TLS *tls.Config
+	// Cluster, when set, names the ClickHouse cluster the tables were
+	// migrated for (MigrateCluster): inserts into its Distributed tables
+	// return only once written to a replica of each shard
+	// (insert_distributed_sync), not when queued on the node reached.
+	Cluster string
 }
 
 // Open connects to ClickHouse and pings it. The connection's current
@@ -172,7 +177,12 @@ func Open(ctx context.Context, o Options) (driver.Conn, error) {
 	if user == "" {
 		user = "default"
 	}
+	var settings clickhouse.Settings
+	if o.Cluster != "" {
+		settings = clickhouse.Settings{"insert_distributed_sync": 1}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
+		Settings:     settings,
 		Addr:         o.Addr,
 		Protocol:     clickhouse.Native,
 		Auth:         clickhouse.Auth{Database: "default", Username: user, Password: o.Password},
@@ -202,14 +212,41 @@ const ledgerDDL = "CREATE TABLE IF NOT EXISTS %s.schema_migrations (version UInt
 // Two Migrate calls at once may both run a migration (harmless, for the
 // same reason) and record it twice (read as one).
 func Migrate(ctx context.Context, conn driver.Conn, db string, log *slog.Logger) ([]Migration, error) {
+	return migrate(ctx, conn, db, "", log)
+}
+
+// MigrateCluster is Migrate for the ClickHouse cluster named cluster (in the
+// servers' remote_servers, with ZooKeeper, <distributed_ddl> and the macros
+// shard and replica): every statement is rewritten by ClusterStatements and
+// runs ON CLUSTER, so conn may reach any node, and migrating again through
+// any node applies nothing twice (the ledger is replicated).
+func MigrateCluster(ctx context.Context, conn driver.Conn, db, cluster string, log *slog.Logger) ([]Migration, error) {
+	if cluster == "" {
+		return nil, errors.New("clickhouse cluster: empty name")
+	}
+	return migrate(ctx, conn, db, cluster, log)
+}
+
+func migrate(ctx context.Context, conn driver.Conn, db, cluster string, log *slog.Logger) ([]Migration, error) {
 	all, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+	createDB, ledger := "CREATE DATABASE IF NOT EXISTS "+db, fmt.Sprintf(ledgerDDL, db)
+	stmts := make([][]string, len(all))
+	for i, m := range all {
+		stmts[i] = m.Statements
+	}
+	if cluster != "" {
+		if stmts, err = ClusterStatements(all, cluster); err != nil {
+			return nil, err
+		}
+		createDB, ledger = createDB+" ON CLUSTER "+cluster, fmt.Sprintf(clusterLedgerDDL, db, cluster)
+	}
+	if err := conn.Exec(ctx, createDB); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", db, err)
 	}
-	if err := conn.Exec(ctx, fmt.Sprintf(ledgerDDL, db)); err != nil {
+	if err := conn.Exec(ctx, ledger); err != nil {
 		return nil, fmt.Errorf("create %s.schema_migrations: %w", db, err)
 	}
 	done, err := appliedVersions(ctx, conn, db)
@@ -221,7 +258,7 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log *slog.Logger)
 		return nil, err
 	}
 	var applied []Migration
-	for _, m := range all {
+	for k, m := range all {
 		if done[m.Version] {
 			continue
 		}
@@ -230,7 +267,7 @@ func Migrate(ctx context.Context, conn driver.Conn, db string, log *slog.Logger)
 				"version", m.Version, "name", m.Name, "server", version, "needs", m.MinVersion)
 			continue
 		}
-		for i, s := range m.Statements {
+		for i, s := range stmts[k] {
 			if err := conn.Exec(ctx, strings.ReplaceAll(s, "{db}", db)); err != nil {
 				return applied, fmt.Errorf("migration %04d_%s statement %d: %w", m.Version, m.Name, i+1, err)
 			}

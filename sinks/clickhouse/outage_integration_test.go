@@ -42,6 +42,13 @@ func freePort(t *testing.T) int {
 
 func startPrivateClickHouse(t *testing.T) *privateClickHouse {
 	t.Helper()
+	return startPrivateClickHouseWith(t, freePort(t), "")
+}
+
+// startPrivateClickHouseWith starts a private server on native port tcp with
+// extra inside its config's <yandex> element (a cluster node's settings).
+func startPrivateClickHouseWith(t *testing.T, tcp int, extra string) *privateClickHouse {
+	t.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
 		t.Fatalf("clickhouse-server not installed (deploy/stack/up.sh clickhouse installs it): %v", err)
@@ -52,7 +59,7 @@ func startPrivateClickHouse(t *testing.T) *privateClickHouse {
 			t.Fatal(err)
 		}
 	}
-	tcp, http := freePort(t), freePort(t)
+	http := freePort(t)
 	users := `<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
@@ -80,8 +87,9 @@ func startPrivateClickHouse(t *testing.T) *privateClickHouse {
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <mlock_executable>false</mlock_executable>
+%[4]s
 </yandex>
-`, dir, http, tcp)
+`, dir, http, tcp, extra)
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(users), 0o644); err != nil {
 		t.Fatal(err)
 	}
