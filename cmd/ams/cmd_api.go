@@ -178,18 +178,23 @@ func loadAccounts(spec, file string) (deviceauth.Accounts, error) {
 	return a, nil
 }
 
+// readDeviceCredentials reads a file of sn:token lines (none when file is "").
+func readDeviceCredentials(file string) ([]deviceauth.Credential, error) {
+	if file == "" {
+		return nil, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("mosquitto devices: %w", err)
+	}
+	defer f.Close()
+	return deviceauth.ReadCredentials(f)
+}
+
 func writeMosquittoConfig(stdout io.Writer, dir, devicesFile string, accounts deviceauth.Accounts) error {
-	var devices []deviceauth.Credential
-	if devicesFile != "" {
-		f, err := os.Open(devicesFile)
-		if err != nil {
-			return fmt.Errorf("mosquitto devices: %w", err)
-		}
-		devices, err = deviceauth.ReadCredentials(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	devices, err := readDeviceCredentials(devicesFile)
+	if err != nil {
+		return err
 	}
 	if err := deviceauth.WriteMosquittoConfig(dir, accounts, devices); err != nil {
 		return err
@@ -208,17 +213,9 @@ func writeMosquittoDynsec(stdout io.Writer, dir, devicesFile, admin, adminPwFile
 	if pw == "" {
 		return errors.New("mosquitto dynsec admin password file is empty")
 	}
-	var devices []deviceauth.Credential
-	if devicesFile != "" {
-		f, err := os.Open(devicesFile)
-		if err != nil {
-			return fmt.Errorf("mosquitto devices: %w", err)
-		}
-		devices, err = deviceauth.ReadCredentials(f)
-		f.Close()
-		if err != nil {
-			return err
-		}
+	devices, err := readDeviceCredentials(devicesFile)
+	if err != nil {
+		return err
 	}
 	var filters []string
 	for _, f := range strings.Split(topics, ",") {

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/devbroker"
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/devicesim"
@@ -378,11 +379,11 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		}
 	}()
 
-	hookKey, err := readSecretFile(sec.mediaHookKeyFile)
+	hookKey, err := connsec.Secret("media-hook key", "", sec.mediaHookKeyFile)
 	if err != nil {
 		return err
 	}
-	mediaLine, stopNginx := startDevNginx(c.dir, string(hookKey), log)
+	mediaLine, stopNginx := startDevNginx(c.dir, hookKey, log)
 	defer stopNginx()
 	chPort := chAddr[strings.LastIndex(chAddr, ":")+1:]
 	printDevHints(stdout, devHints{media: mediaLine, api: api, token: sec.apiToken, tokenFile: sec.apiTokenFile, mqtt: broker.URL(),

@@ -10,10 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/mediahook"
 	"github.com/ivms/ams/pkg/opshttp"
 	amsredis "github.com/ivms/ams/sinks/redis"
@@ -48,18 +47,18 @@ func mediaHookCommand() command {
 				}
 				var secrets [][]byte
 				for _, f := range splitList(*secretFiles) {
-					s, err := readSecretFile(f)
+					s, err := connsec.Secret("stream-secret-files", "", f)
 					if err != nil {
-						return fmt.Errorf("stream-secret-files: %w", err)
+						return err
 					}
-					secrets = append(secrets, s)
+					secrets = append(secrets, []byte(s))
 				}
 				if *keyFile == "" {
 					return errors.New("no -media-hook-key-file: the media server must authenticate to the hook")
 				}
-				key, err := readSecretFile(*keyFile)
+				key, err := connsec.Secret("media-hook key", "", *keyFile)
 				if err != nil {
-					return fmt.Errorf("media-hook-key-file: %w", err)
+					return err
 				}
 				if (*certFile == "") != (*keyPEMFile == "") {
 					return errors.New("give both -media-hook-tls-cert-file and -media-hook-tls-key-file, or neither")
@@ -72,7 +71,7 @@ func mediaHookCommand() command {
 				defer rdb.Close()
 				store := amsredis.NewStore(rdb, rf.keys())
 				ops := opshttp.New(log)
-				hook, err := mediahook.New(mediahook.Config{Secrets: secrets, Key: string(key)},
+				hook, err := mediahook.New(mediahook.Config{Secrets: secrets, Key: key},
 					storeRegistrations{store}, log, ops.Registry)
 				if err != nil {
 					return err
@@ -94,20 +93,6 @@ type storeRegistrations struct{ s *amsredis.Store }
 func (r storeRegistrations) Registration(ctx context.Context, sn string) (bool, bool, error) {
 	reg, _, ok, err := r.s.RegistrationOf(ctx, sn)
 	return ok, ok && reg.Bound, err
-}
-
-// readSecretFile returns a secret file's content without surrounding blanks;
-// an empty file is an error.
-func readSecretFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return nil, fmt.Errorf("%s is empty", path)
-	}
-	return []byte(s), nil
 }
 
 // serveHTTP serves h on addr until ctx is done, over TLS when a certificate

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/opshttp"
 	"github.com/ivms/ams/pkg/uploadgw"
 )
@@ -47,16 +47,16 @@ func uploadGatewayCommand() command {
 				if *secretFile == "" {
 					return errors.New("no -upload-signing-secret-file")
 				}
-				secret, err := readSecretFile(*secretFile)
+				secret, err := connsec.Secret("upload signing secret", "", *secretFile)
 				if err != nil {
-					return fmt.Errorf("upload-signing-secret-file: %w", err)
+					return err
 				}
 				if *s3SecretFile == "" {
 					return errors.New("no -s3-secret-key-file")
 				}
-				s3Secret, err := readSecretFile(*s3SecretFile)
+				s3Secret, err := connsec.Secret("s3 secret key", "", *s3SecretFile)
 				if err != nil {
-					return fmt.Errorf("s3-secret-key-file: %w", err)
+					return err
 				}
 				if (*certFile == "") != (*keyFile == "") {
 					return errors.New("give both -upload-gateway-tls-cert-file and -upload-gateway-tls-key-file, or neither")
@@ -65,12 +65,12 @@ func uploadGatewayCommand() command {
 					*s3Bucket = *bucket
 				}
 				store, err := uploadgw.NewS3Store(uploadgw.S3Config{Endpoint: *s3Endpoint, Bucket: *s3Bucket, Region: *s3Region,
-					AccessKey: *s3AccessKey, SecretKey: string(s3Secret), TLS: *s3TLS, CAFile: *s3CA})
+					AccessKey: *s3AccessKey, SecretKey: s3Secret, TLS: *s3TLS, CAFile: *s3CA})
 				if err != nil {
 					return err
 				}
 				ops := opshttp.New(log)
-				gw, err := uploadgw.New(uploadgw.Config{Secret: secret, Bucket: *bucket, ObjectPath: *objectPath,
+				gw, err := uploadgw.New(uploadgw.Config{Secret: []byte(secret), Bucket: *bucket, ObjectPath: *objectPath,
 					CallbackURL: *callback, MaxObjectBytes: *maxBytes, RatePerMinute: *rate, Burst: *burst}, store, log, ops.Registry)
 				if err != nil {
 					return err
