@@ -25,6 +25,7 @@ import (
 	"github.com/ivms/ams/pkg/commandkinds"
 	"github.com/ivms/ams/pkg/devicesim"
 	"github.com/ivms/ams/pkg/protocol"
+	cmdlife "github.com/ivms/ams/processors/commands"
 	"github.com/ivms/ams/processors/device"
 	"github.com/ivms/ams/schemas"
 	amsredis "github.com/ivms/ams/sinks/redis"
@@ -515,7 +516,7 @@ func checkCommandLog(t *testing.T, s *e2eStack) map[string][]string {
 		states[e.CommandID] = append(states[e.CommandID], e.State)
 	}
 	for id, st := range states {
-		if !amsredis.Final(st[len(st)-1]) {
+		if !cmdlife.Final(st[len(st)-1]) {
 			t.Errorf("command %s never reached a final state: %v", id, st)
 		}
 	}

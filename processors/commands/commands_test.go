@@ -281,3 +281,15 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("defaults %+v", c)
 	}
 }
+
+func TestFinal(t *testing.T) {
+	for state, final := range map[string]bool{
+		schemas.CommandAccepted: false, schemas.CommandQueued: false, schemas.CommandSent: false, schemas.CommandDelivered: false,
+		schemas.CommandSucceeded: true, schemas.CommandTimedOut: true, schemas.CommandExpired: true,
+		schemas.CommandRejected: true, schemas.CommandFailed: true, "LATER_STATE": false,
+	} {
+		if Final(state) != final {
+			t.Errorf("Final(%s) = %v", state, !final)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/processors/commands"
 	"github.com/ivms/ams/schemas"
 )
 
@@ -21,16 +22,6 @@ import (
 type Codec interface {
 	Decode(b []byte, v any) error
 	Encode(v any) ([]byte, error)
-}
-
-// Final reports whether a command state is final (no event follows it).
-func Final(state string) bool {
-	switch state {
-	case schemas.CommandSucceeded, schemas.CommandTimedOut, schemas.CommandExpired,
-		schemas.CommandRejected, schemas.CommandFailed:
-		return true
-	}
-	return false
 }
 
 // CommandEvent is a schemas.CommandEvent as JSON: the form of the history
@@ -287,7 +278,7 @@ func (p *Projector) plan(r *kgo.Record) (op, error) {
 		}
 		return op{script: p.scripts[r.Topic],
 			keys: []string{p.keys.Command(ev.CommandID), p.keys.History(ev.CommandID), p.keys.Pending(ev.SN)},
-			args: []any{ev.CommandID, strconv.FormatInt(int64(ev.Seq), 10), ev.State, b01(Final(ev.State)), string(js),
+			args: []any{ev.CommandID, strconv.FormatInt(int64(ev.Seq), 10), ev.State, b01(commands.Final(ev.State)), string(js),
 				ev.SN, ev.Kind, strconv.FormatInt(int64(ev.Code), 10), ms(ev.At), ev.Reason, ev.MsgID, reply, hasReply,
 				p.keys.Events(ev.CommandID)}}, nil
 	}

@@ -13,18 +13,6 @@ import (
 	"github.com/ivms/ams/schemas"
 )
 
-func TestFinal(t *testing.T) {
-	for state, final := range map[string]bool{
-		schemas.CommandAccepted: false, schemas.CommandQueued: false, schemas.CommandSent: false, schemas.CommandDelivered: false,
-		schemas.CommandSucceeded: true, schemas.CommandTimedOut: true, schemas.CommandExpired: true,
-		schemas.CommandRejected: true, schemas.CommandFailed: true, "LATER_STATE": false,
-	} {
-		if Final(state) != final {
-			t.Errorf("Final(%s) = %v", state, !final)
-		}
-	}
-}
-
 func TestCommandEventJSONReply(t *testing.T) {
 	js, notJS := `{"iResult":0}`, `oops {`
 	if got := CommandEventJSON(&schemas.CommandEvent{Reply: &js}).Reply; string(got) != js {

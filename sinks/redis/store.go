@@ -10,6 +10,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ivms/ams/processors/commands"
 )
 
 // Store reads the projected state (for the HTTP API and the broker
@@ -250,7 +252,7 @@ func (s *Store) Command(ctx context.Context, id string) (c Command, ok bool, err
 	if len(m) == 0 {
 		return Command{}, false, nil
 	}
-	c = Command{ID: id, SN: m["sn"], Kind: m["kind"], State: m["state"], Final: Final(m["state"]),
+	c = Command{ID: id, SN: m["sn"], Kind: m["kind"], State: m["state"], Final: commands.Final(m["state"]),
 		AcceptedAt: msTime(m["accepted_at"]), At: msTime(m["at"]), Reason: m["reason"], History: []CommandEvent{}}
 	if r, ok := m["reply"]; ok {
 		c.Reply = replyJSON(r)
