@@ -1,8 +1,6 @@
 package ingest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -218,23 +216,17 @@ func (c *Converter) event(f EventFilter, m *Message) (*kgo.Record, Outcome, erro
 }
 
 func (c *Converter) reject(m *Message, sn, reason, detail string) (*kgo.Record, Outcome, error) {
-	payload := m.Payload
-	limit := min(c.cfg.RejectPayloadMax, c.cfg.MaxRecordBytes/4) // the reject must fit, with its topic and detail
-	if len(payload) > limit {
-		payload = payload[:limit]
-	}
-	r := &schemas.Reject{
-		RejectID:        newID(),
-		Stage:           schemas.StageIngest,
-		Reason:          reason,
-		Detail:          detail,
-		SN:              sn,
-		Topic:           m.Topic,
-		Payload:         payload,
-		SourcePartition: -1,
-		SourceOffset:    -1,
-		At:              m.Received,
-	}
+	r := schemas.NewReject(schemas.Refusal{
+		Stage:      schemas.StageIngest,
+		By:         "ingest",
+		Reason:     reason,
+		Detail:     detail,
+		SN:         sn,
+		Topic:      m.Topic,
+		Payload:    m.Payload,
+		PayloadMax: min(c.cfg.RejectPayloadMax, c.cfg.MaxRecordBytes/4), // the reject must fit, with its topic and detail
+		At:         m.Received,
+	})
 	return c.record(c.cfg.Names.Rejects, sn, r, Outcome{Kind: OutReject, Reason: reason})
 }
 
@@ -248,13 +240,6 @@ func (c *Converter) record(topic, key string, v any, o Outcome) (*kgo.Record, Ou
 		rec.Key = []byte(key)
 	}
 	return rec, o, nil
-}
-
-// newID returns 32 random hex digits.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return hex.EncodeToString(b[:])
 }
 
 // receivedNow is time.Now in UTC at millisecond precision (what Avro keeps).

@@ -345,22 +345,20 @@ func (c *call) fail(err error) {
 // reject records a refusal of the input.
 func (c *call) reject(reason, detail, mqttTopic string, payload []byte) {
 	c.p.m.rejects.WithLabelValues(reason).Inc()
-	if payload == nil {
-		payload = []byte{}
-	}
-	c.emit(c.p.topics.Rejects, &schemas.Reject{
-		RejectID:        c.src,
+	c.emit(c.p.topics.Rejects, schemas.NewReject(schemas.Refusal{
 		Stage:           schemas.StageProcessor,
+		By:              "processor",
 		Reason:          reason,
 		Detail:          detail,
 		SN:              c.sn,
 		Topic:           mqttTopic,
 		Payload:         payload,
+		PayloadMax:      -1, // the input fits a record, and so does its reject
 		SourceTopic:     c.in.Topic,
 		SourcePartition: c.in.Partition,
 		SourceOffset:    c.in.Offset,
 		At:              c.now,
-	})
+	}))
 }
 
 // rejectErr records a refusal for a pkg/protocol error.

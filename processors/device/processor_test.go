@@ -553,7 +553,7 @@ func TestRejects(t *testing.T) {
 				t.Fatalf("reason %q (%s), want %q", r.Reason, r.Detail, tc.reason)
 			}
 			if r.Stage != schemas.StageProcessor || r.SourceTopic != topic || r.SourcePartition != 3 || r.SourceOffset != in.Offset ||
-				r.SN != vectors.SN || r.RejectID != fmt.Sprintf("%s/3/%d", topic, in.Offset) || !r.At.Equal(testT0) {
+				r.SN != vectors.SN || r.RejectID != fmt.Sprintf("processor:%s:3:%d", topic, in.Offset) || !r.At.Equal(testT0) {
 				t.Errorf("reject %+v", r)
 			}
 			if topic == testTopics.UplinkRaw && value != nil && tc.reason != ReasonBadRecord && tc.reason != ReasonUnknownKind &&

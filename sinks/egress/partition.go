@@ -416,12 +416,9 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 		if payload == nil {
 			payload = rec.Value
 		}
-		if len(payload) > 4096 {
-			payload = payload[:4096]
-		}
-		it.reject = &schemas.Reject{
-			RejectID:        fmt.Sprintf("egress:%s:%d:%d", rec.Topic, rec.Partition, rec.Offset),
+		it.reject = schemas.NewReject(schemas.Refusal{
 			Stage:           schemas.StageSink,
+			By:              "egress",
 			Reason:          reason,
 			Detail:          detail,
 			SN:              sn,
@@ -430,8 +427,8 @@ func (w *partWorker) decode(rec *kgo.Record) *item {
 			SourceTopic:     rec.Topic,
 			SourcePartition: rec.Partition,
 			SourceOffset:    rec.Offset,
-			At:              time.Now().UTC(),
-		}
+			At:              time.Now(),
+		})
 		return it
 	}
 	if err := w.d.codec.Decode(rec.Value, &it.dl); err != nil {
