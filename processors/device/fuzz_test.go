@@ -1,6 +1,7 @@
 package device
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -89,5 +90,36 @@ func BenchmarkHeartbeat(b *testing.B) {
 		if err != nil || len(out) != 2 {
 			b.Fatalf("%v %d", err, len(out))
 		}
+	}
+}
+
+// BenchmarkUplinkBody is one frame of each body-carrying kind of a device
+// with a session through Process: the path of the decrypted body (UTF-8
+// and JSON checks, the sDeviceSn check, the typed decode) and its outputs.
+func BenchmarkUplinkBody(b *testing.B) {
+	for _, name := range []string{"config upload", "heartbeat", "reply to get-sd-info", "stream url request"} {
+		b.Run(strings.ReplaceAll(name, " ", "-"), func(b *testing.B) {
+			p, _, s := withSession(b)
+			fr, _ := vectorFrame(b, name)
+			now := testT0.Add(30 * time.Second)
+			value, err := testReg.Encode(rawFrame(vectors.SN, fr, now))
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := keyed.Input{Topic: testTopics.UplinkRaw, Partition: 1, Offset: 7, Key: vectors.SN, Value: value}
+			_, out, err := p.Process(now, vectors.SN, s, in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if o := decodeOutputs(b, out); len(o.rejects) != 0 || len(o.events) != 1 {
+				b.Fatalf("outputs %+v", o)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := p.Process(now, vectors.SN, s, in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
