@@ -30,6 +30,22 @@ type Configuration struct {
 	WifiStrength       int    `json:"iWifiStrength,omitempty"`
 }
 
+// SNBody is the part of any uplink body the cloud checks: the optional
+// sDeviceSn, nil when the body has none (absent or null), so that an empty
+// sn is told apart from a missing one. A body the cloud does not otherwise
+// read (heartbeats, replies, unknown kinds) is decoded into it alone.
+type SNBody struct {
+	DeviceSn *string `json:"sDeviceSn"`
+}
+
+// ConfigurationSN is a Configuration whose sDeviceSn goes to DeviceSn, nil
+// when the body has none (Configuration.DeviceSn stays empty): one decode
+// gives the typed body and the sn to check.
+type ConfigurationSN struct {
+	Configuration
+	DeviceSn *string `json:"sDeviceSn"`
+}
+
 // Heartbeat is the body of an iCmdType 2 uplink.
 type Heartbeat struct {
 	DeviceSn  string `json:"sDeviceSn"`
@@ -110,7 +126,7 @@ func DecryptJSON(k SessionKey, sData string, v any) error {
 	if err != nil {
 		return err
 	}
-	return unmarshalBody(pt, v)
+	return UnmarshalBody(pt, v)
 }
 
 // AppendDecryptJSON is DecryptJSON decrypting into buf's spare capacity, so
@@ -121,11 +137,15 @@ func AppendDecryptJSON(buf []byte, k SessionKey, sData string, v any) ([]byte, e
 	if err != nil {
 		return buf, err
 	}
-	err = unmarshalBody(pt, v)
+	err = UnmarshalBody(pt, v)
 	return pt[:0], err
 }
 
-func unmarshalBody(pt []byte, v any) error {
+// UnmarshalBody is DecryptJSON's decoding of a decrypted body pt (from
+// DecryptBody): valid UTF-8 (bad_utf8), a JSON object that fits v (bad_json).
+// The hot bodies (*Configuration, *ConfigurationSN, *Heartbeat, *SNBody)
+// take a single-pass decoder that gives exactly encoding/json's result.
+func UnmarshalBody(pt []byte, v any) error {
 	if !utf8.Valid(pt) {
 		return newError(ReasonBadUTF8, "body is not valid UTF-8")
 	}
@@ -140,7 +160,15 @@ func unmarshalBody(pt []byte, v any) error {
 		if decodeFast(pt, t) {
 			return nil
 		}
+	case *ConfigurationSN:
+		if decodeFast(pt, t) {
+			return nil
+		}
 	case *Heartbeat:
+		if decodeFast(pt, t) {
+			return nil
+		}
+	case *SNBody:
 		if decodeFast(pt, t) {
 			return nil
 		}

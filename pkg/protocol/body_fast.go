@@ -6,7 +6,8 @@ import (
 	"strings"
 )
 
-// A fast path for the hot uplink bodies (Configuration, Heartbeat): a
+// A fast path for the hot uplink bodies (Configuration, ConfigurationSN,
+// Heartbeat, SNBody): a
 // single-pass decoder that gives exactly the result encoding/json would, and
 // gives up (so that encoding/json decodes the body, and reports the error)
 // on anything it does not handle the same way: a key that matches a field
@@ -92,7 +93,11 @@ func decodeField(body flatBody, key []byte, p *envParser) fieldStatus {
 	switch b := body.(type) {
 	case *Configuration:
 		return b.decodeField(key, p)
+	case *ConfigurationSN:
+		return b.decodeField(key, p)
 	case *Heartbeat:
+		return b.decodeField(key, p)
+	case *SNBody:
 		return b.decodeField(key, p)
 	}
 	return fieldBail
@@ -146,6 +151,33 @@ func (p *envParser) fastString(dst *string) fieldStatus {
 		if p.literal("null") != nil {
 			return fieldBail
 		}
+		return fieldDone
+	}
+	return fieldBail
+}
+
+// fastStringPtr decodes a JSON string into a new string and points *dst at
+// it; null sets *dst to nil; anything else bails. encoding/json writes
+// through a pointer already set instead: the value is the same, and the
+// caller's string is never changed by a decode that then bails.
+func (p *envParser) fastStringPtr(dst **string) fieldStatus {
+	if p.i >= len(p.b) {
+		return fieldBail
+	}
+	switch p.b[p.i] {
+	case '"':
+		s, err := p.str()
+		if err != nil {
+			return fieldBail
+		}
+		v := string(s)
+		*dst = &v
+		return fieldDone
+	case 'n':
+		if p.literal("null") != nil {
+			return fieldBail
+		}
+		*dst = nil
 		return fieldDone
 	}
 	return fieldBail
@@ -252,6 +284,24 @@ func (h *Heartbeat) decodeField(key []byte, p *envParser) fieldStatus {
 		return p.fastString(&h.DeviceSn)
 	case "iHeartBeat":
 		return p.fastIntField(&h.HeartBeat)
+	}
+	return fieldUnknown
+}
+
+func (c *ConfigurationSN) fieldNames() string { return configurationNames }
+
+func (c *ConfigurationSN) decodeField(key []byte, p *envParser) fieldStatus {
+	if string(key) == "sDeviceSn" {
+		return p.fastStringPtr(&c.DeviceSn)
+	}
+	return c.Configuration.decodeField(key, p)
+}
+
+func (b *SNBody) fieldNames() string { return "sDeviceSn" }
+
+func (b *SNBody) decodeField(key []byte, p *envParser) fieldStatus {
+	if string(key) == "sDeviceSn" {
+		return p.fastStringPtr(&b.DeviceSn)
 	}
 	return fieldUnknown
 }

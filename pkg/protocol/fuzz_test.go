@@ -286,7 +286,7 @@ func TestDecodeFrameMatchesReference(t *testing.T) {
 	}
 }
 
-// referenceUnmarshalBody is unmarshalBody's specification with plain
+// referenceUnmarshalBody is UnmarshalBody's specification with plain
 // encoding/json (no fast path).
 func referenceUnmarshalBody(pt []byte, v any) Reason {
 	if !utf8.Valid(pt) {
@@ -314,6 +314,8 @@ func FuzzDecodeBody(f *testing.F) {
 		`{"iHeartBeat":null,"sDeviceSn":null}`, `{"iHeartBeat":1.0}`, `{"iHeartBeat":"1"}`, `{"iHeartBeat":-0}`,
 		`{"iTFCardUseSize":9223372036854775807,"iChnCnt":-9223372036854775808}`, `{"iTFCardUseSize":9223372036854775808}`,
 		`{"sDeviceSn":"\ud800\u00e9\/"}`, `{"x":{"y":[1,2,{"z":null}]},"sSSID":"w"}`, `{} `, `{"a":1}x`, `{"sIEVer":1}`,
+		`{"sDeviceSn":""}`, `{"sDeviceSn":"a","sDeviceSn":null}`, `{"sDeviceSn":null,"sDeviceSn":"b"}`, `{"sDeviceSn":5}`,
+		`{"sDeviceSn":"a","iChnCnt":"x"}`, `{"sDeviceSn":"a","iChnCnt":1`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -321,7 +323,7 @@ func FuzzDecodeBody(f *testing.F) {
 		prefill := Configuration{DeviceSn: "pre", ChnCnt: 7, TFCardUseSize: -1, SSID: "s"}
 		for _, start := range []Configuration{{}, prefill} {
 			got, want := start, start
-			err := unmarshalBody(data, &got)
+			err := UnmarshalBody(data, &got)
 			wantReason := referenceUnmarshalBody(data, &want)
 			if ReasonOf(err) != wantReason || got != want {
 				t.Fatalf("Configuration from %+v: %+v, %v; encoding/json: %+v, %q", start, got, err, want, wantReason)
@@ -329,11 +331,42 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 		for _, start := range []Heartbeat{{}, {DeviceSn: "pre", HeartBeat: 3}} {
 			got, want := start, start
-			err := unmarshalBody(data, &got)
+			err := UnmarshalBody(data, &got)
 			wantReason := referenceUnmarshalBody(data, &want)
 			if ReasonOf(err) != wantReason || got != want {
 				t.Fatalf("Heartbeat from %+v: %+v, %v; encoding/json: %+v, %q", start, got, err, want, wantReason)
 			}
 		}
+		// The sn-aware bodies, compared by value (encoding/json writes
+		// through a pointer already set, the fast path replaces it).
+		for _, pre := range []*string{nil, ptr("pre")} {
+			got, want := SNBody{DeviceSn: clonePtr(pre)}, SNBody{DeviceSn: clonePtr(pre)}
+			err := UnmarshalBody(data, &got)
+			wantReason := referenceUnmarshalBody(data, &want)
+			if ReasonOf(err) != wantReason || !samePtr(got.DeviceSn, want.DeviceSn) {
+				t.Fatalf("SNBody from %v: %v, %v; encoding/json: %v, %q", pre, got.DeviceSn, err, want.DeviceSn, wantReason)
+			}
+			gotC := ConfigurationSN{Configuration: prefill, DeviceSn: clonePtr(pre)}
+			wantC := ConfigurationSN{Configuration: prefill, DeviceSn: clonePtr(pre)}
+			err = UnmarshalBody(data, &gotC)
+			wantReason = referenceUnmarshalBody(data, &wantC)
+			if ReasonOf(err) != wantReason || gotC.Configuration != wantC.Configuration || !samePtr(gotC.DeviceSn, wantC.DeviceSn) {
+				t.Fatalf("ConfigurationSN from %v: %+v %v, %v; encoding/json: %+v %v, %q", pre,
+					gotC.Configuration, gotC.DeviceSn, err, wantC.Configuration, wantC.DeviceSn, wantReason)
+			}
+		}
 	})
+}
+
+func ptr(s string) *string { return &s }
+
+func clonePtr(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	return ptr(*p)
+}
+
+func samePtr(a, b *string) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
 }
