@@ -3,11 +3,9 @@ package device
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/processors/presence"
@@ -222,37 +220,58 @@ func (c *call) handshake(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *St
 	return next
 }
 
-// snField reads the optional sDeviceSn of any body.
-type snField struct {
-	DeviceSn *string `json:"sDeviceSn"`
+// uplinkBody is what the processor reads of a decrypted body: the optional
+// sDeviceSn (nil when absent or null), and the request of the kinds it
+// answers.
+type uplinkBody struct {
+	sn     *string
+	stream protocol.StreamURLRequest
+	upload protocol.UploadParamsRequest
 }
 
-// parseBody checks a decrypted body is a UTF-8 JSON object and decodes it
-// into each of vs. It returns the reject reason and detail, or "".
-func parseBody(pt []byte, vs ...any) (reason, detail string) {
-	if !utf8.Valid(pt) {
-		return string(protocol.ReasonBadUTF8), "body is not valid UTF-8"
-	}
-	if !isObject(pt) {
-		return string(protocol.ReasonBadJSON), "body is not a JSON object"
-	}
-	for _, v := range vs {
-		if err := json.Unmarshal(pt, v); err != nil {
-			return string(protocol.ReasonBadJSON), "body does not decode: " + err.Error()
+// decodeBody checks and decodes the decrypted body pt of f with
+// protocol.UnmarshalBody (bad_utf8, bad_json): a configuration must fit
+// protocol.Configuration, a 702 or 703 request its type; of any other kind
+// only sDeviceSn is read. One decode per body.
+func decodeBody(f protocol.Frame, pt []byte) (uplinkBody, error) {
+	var b uplinkBody
+	switch {
+	case f.CmdType == protocol.CmdConfiguration:
+		var v protocol.ConfigurationSN
+		err := protocol.UnmarshalBody(pt, &v)
+		b.sn = v.DeviceSn
+		return b, err
+	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsStreamURL:
+		var v struct {
+			protocol.StreamURLRequest
+			protocol.SNBody
 		}
+		err := protocol.UnmarshalBody(pt, &v)
+		b.sn, b.stream = v.DeviceSn, v.StreamURLRequest
+		return b, err
+	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsUploadParams:
+		var v struct {
+			protocol.UploadParamsRequest
+			protocol.SNBody
+		}
+		err := protocol.UnmarshalBody(pt, &v)
+		b.sn, b.upload = v.DeviceSn, v.UploadParamsRequest
+		return b, err
 	}
-	return "", ""
+	var v protocol.SNBody
+	err := protocol.UnmarshalBody(pt, &v)
+	b.sn = v.DeviceSn
+	return b, err
 }
 
-func isObject(b []byte) bool {
-	for _, ch := range b {
-		switch ch {
-		case ' ', '\t', '\n', '\r':
-			continue
-		}
-		return ch == '{'
+// snMismatch reports (with a reject) a body whose sDeviceSn is not the
+// device's sn.
+func (c *call) snMismatch(b uplinkBody, raw *schemas.UplinkRaw) bool {
+	if b.sn == nil || *b.sn == c.sn {
+		return false
 	}
-	return false
+	c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *b.sn), raw.Topic, raw.Payload)
+	return true
 }
 
 // known handles the frame kinds that carry an encrypted body: 1, 2, 6, 7.
@@ -266,25 +285,12 @@ func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State 
 		c.rejectErr(err, raw)
 		return s
 	}
-	var sn snField
-	var cfg protocol.Configuration
-	var stream protocol.StreamURLRequest
-	var upload protocol.UploadParamsRequest
-	into := []any{&sn}
-	switch {
-	case f.CmdType == protocol.CmdConfiguration:
-		into = append(into, &cfg)
-	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsStreamURL:
-		into = append(into, &stream)
-	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsUploadParams:
-		into = append(into, &upload)
-	}
-	if reason, detail := parseBody(pt, into...); reason != "" {
-		c.reject(reason, detail, raw.Topic, raw.Payload)
+	b, err := decodeBody(f, pt)
+	if err != nil {
+		c.rejectErr(err, raw)
 		return s
 	}
-	if sn.DeviceSn != nil && *sn.DeviceSn != c.sn {
-		c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *sn.DeviceSn), raw.Topic, raw.Payload)
+	if c.snMismatch(b, raw) {
 		return s
 	}
 	body := string(pt)
@@ -307,7 +313,7 @@ func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State 
 		case protocol.AmsStreamURL:
 			c.frameEvent(schemas.EventStreamRequest, raw, f, body)
 			c.seen(next, raw)
-			c.streamReply(next, f, stream)
+			c.streamReply(next, f, b.stream)
 		case protocol.AmsUploadParams:
 			if (!next.reg.Registered || !next.reg.Bound) && !c.p.openReg {
 				c.reject(ReasonUnbound, "upload credentials are only for registered, bound devices", raw.Topic, raw.Payload)
@@ -315,7 +321,7 @@ func (c *call) known(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *State 
 			}
 			c.frameEvent(schemas.EventUploadRequest, raw, f, body)
 			c.seen(next, raw)
-			c.uploadReply(next, f, upload)
+			c.uploadReply(next, f, b.upload)
 		case protocol.AmsStreamControl, protocol.AmsUploadControl:
 			c.frameEvent(schemas.EventReply, raw, f, body)
 			c.seen(next, raw)
@@ -335,10 +341,8 @@ func (c *call) unknown(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *Stat
 	body := string(raw.Payload)
 	if s.HasSession() && f.Data != "" {
 		if pt, err := protocol.DecryptBody(*s.session, f.Data); err == nil {
-			var sn snField
-			if reason, _ := parseBody(pt, &sn); reason == "" {
-				if sn.DeviceSn != nil && *sn.DeviceSn != c.sn {
-					c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *sn.DeviceSn), raw.Topic, raw.Payload)
+			if b, err := decodeBody(f, pt); err == nil {
+				if c.snMismatch(b, raw) {
 					return s
 				}
 				body = string(pt)
