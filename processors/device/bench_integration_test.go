@@ -418,7 +418,7 @@ type benchDevice struct {
 	session   protocol.SessionKey
 }
 
-func benchStates(b *testing.B, p *Processor, n, first int) []benchDevice {
+func benchStates(b *testing.B, p *Processor, names kafkatopics.Names, n, first int) []benchDevice {
 	b.Helper()
 	out := make([]benchDevice, n)
 	workers := max(runtime.GOMAXPROCS(0), 1)
@@ -436,14 +436,14 @@ func benchStates(b *testing.B, p *Processor, n, first int) []benchDevice {
 					errs <- err
 					return
 				}
-				outs, err := tr.FeedErr(keyed.Input{Topic: p.topics.UplinkRaw, Key: sn, Value: benchUplink(b, sn, protocol.CmdHandshake, sData)})
+				outs, err := tr.FeedErr(keyed.Input{Topic: names.UplinkRaw, Key: sn, Value: benchUplink(b, sn, protocol.CmdHandshake, sData)})
 				if err != nil {
 					errs <- err
 					return
 				}
 				var s protocol.SessionKey
 				for _, o := range outs {
-					if o.Topic != p.topics.Downlink {
+					if o.Topic != names.Downlink {
 						continue
 					}
 					var d schemas.Downlink
@@ -458,7 +458,7 @@ func benchStates(b *testing.B, p *Processor, n, first int) []benchDevice {
 					}
 				}
 				body, _ := json.Marshal(protocol.Heartbeat{DeviceSn: sn, HeartBeat: 1})
-				if _, err := tr.FeedErr(keyed.Input{Topic: p.topics.UplinkRaw, Key: sn, Value: benchUplink(b, sn, protocol.CmdHeartbeat, protocol.EncryptBody(s, body))}); err != nil {
+				if _, err := tr.FeedErr(keyed.Input{Topic: names.UplinkRaw, Key: sn, Value: benchUplink(b, sn, protocol.CmdHeartbeat, protocol.EncryptBody(s, body))}); err != nil {
 					errs <- err
 					return
 				}
@@ -482,9 +482,10 @@ func benchStates(b *testing.B, p *Processor, n, first int) []benchDevice {
 func BenchmarkStateMemory(b *testing.B) {
 	n := benchEnvInt("DEVICE_BENCH_MEM_DEVICES", 100_000)
 	setup(b)
-	p := benchProcessor(b, kafkatopics.WithPrefix("bench."), benchKEK(b))
+	names := kafkatopics.WithPrefix("bench.")
+	p := benchProcessor(b, names, benchKEK(b))
 	t0 := time.Now()
-	devs := benchStates(b, p, n, 0)
+	devs := benchStates(b, p, names, n, 0)
 	b.Logf("built %d states in %v", n, time.Since(t0).Round(time.Millisecond))
 	var clBytes int
 	for _, d := range devs {
@@ -536,7 +537,7 @@ func BenchmarkPartitionMove(b *testing.B) {
 	k := newBenchKafka(b)
 	p := benchProcessor(b, k.names, benchKEK(b))
 	t0 := time.Now()
-	devs := benchStates(b, p, n, 0)
+	devs := benchStates(b, p, k.names, n, 0)
 	b.Logf("built %d states in %v", n, time.Since(t0).Round(time.Millisecond))
 	// The changelog partition of a key is the partition of its inputs: Kafka's
 	// default partitioner, which the producer (kgo's default, murmur2) uses.

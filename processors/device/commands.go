@@ -45,7 +45,7 @@ func (c *call) cmdTx(s *State, f func(*commands.Tx)) *State {
 			ev := *e.Event
 			ev.SN = c.sn
 			c.p.m.cmdEvents.WithLabelValues(ev.State).Inc()
-			c.emit(c.p.topics.CommandEvents, &ev)
+			c.emit(&ev)
 		case e.Send != nil:
 			c.sendCommand(s, e.Send)
 		}
@@ -89,7 +89,7 @@ func (c *call) sendCommand(s *State, snd *commands.Send) {
 	id := p.CommandID
 	c.p.m.replies.WithLabelValues(PurposeCommand).Inc()
 	publishBy := snd.PublishBy
-	c.emit(c.p.topics.Downlink, &schemas.Downlink{
+	c.emit(&schemas.Downlink{
 		FrameID:    "command/" + id,
 		SN:         c.sn,
 		Topic:      protocol.DownlinkTopic(c.sn),
@@ -106,39 +106,21 @@ func (c *call) sendCommand(s *State, snd *commands.Send) {
 }
 
 // command handles one request of ams.commands.
-func (c *call) command(s *State) *State {
-	if c.in.Value == nil {
-		c.reject(ReasonBadRecord, "tombstone on "+c.in.Topic, "", nil)
-		return s
-	}
-	var cmd schemas.Command
-	if err := c.p.reg.Decode(c.in.Value, &cmd); err != nil {
-		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
-		return s
-	}
+func (c *call) command(s *State, cmd *schemas.Command) *State {
 	if cmd.ID == "" {
 		c.reject(ReasonBadRecord, "command without an id", "", c.in.Value)
 		return s
 	}
 	d := commands.Device{Known: known(s), Deliverable: deliverable(s)}
 	return c.cmdTx(s, func(tx *commands.Tx) {
-		c.p.m.cmdInputs.WithLabelValues("request", string(tx.Submit(c.sn, cmd, d))).Inc()
+		c.p.m.cmdInputs.WithLabelValues("request", string(tx.Submit(c.sn, *cmd, d))).Inc()
 	})
 }
 
 // receipt handles one record of ams.downlink.receipts: a command's frame
 // reached the broker. Receipts of other downlinks (no command id) are
 // ignored.
-func (c *call) receipt(s *State) *State {
-	if c.in.Value == nil {
-		c.reject(ReasonBadRecord, "tombstone on "+c.in.Topic, "", nil)
-		return s
-	}
-	var r schemas.DownlinkReceipt
-	if err := c.p.reg.Decode(c.in.Value, &r); err != nil {
-		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
-		return s
-	}
+func (c *call) receipt(s *State, r *schemas.DownlinkReceipt) *State {
 	if r.CommandID == nil {
 		return s
 	}

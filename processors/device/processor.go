@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -122,7 +123,7 @@ type Config struct {
 // Processor is the device processor. It is safe for concurrent use: it holds
 // no mutable state of its own (the per-device State is the runtime's).
 type Processor struct {
-	topics   kafkatopics.Names
+	topo     *topology
 	reg      *schemas.Registry
 	keys     []*rsa.PrivateKey
 	aeads    []cipher.AEAD
@@ -156,16 +157,10 @@ func New(cfg Config) (*Processor, error) {
 	if cfg.HeartbeatTimeout < 0 {
 		return nil, errors.New("device: negative heartbeat timeout")
 	}
-	names := map[string]string{
-		"UplinkRaw": cfg.Topics.UplinkRaw, "Registry": cfg.Topics.Registry, "DeviceEvents": cfg.Topics.DeviceEvents,
-		"Presence": cfg.Topics.Presence, "Downlink": cfg.Topics.Downlink, "Rejects": cfg.Topics.Rejects,
-		"Commands": cfg.Topics.Commands, "CommandEvents": cfg.Topics.CommandEvents,
-		"DownlinkReceipts": cfg.Topics.DownlinkReceipts,
-	}
-	for field, name := range names {
-		if name == "" {
-			return nil, fmt.Errorf("device: topic %s has no name", field)
-		}
+	ins, outs := declare(cfg.Topics)
+	topo, err := newTopology(cfg.Registry, ins, outs, emittedRecords())
+	if err != nil {
+		return nil, err
 	}
 	if err := cfg.Stream.validate(); err != nil {
 		return nil, err
@@ -189,7 +184,7 @@ func New(cfg Config) (*Processor, error) {
 		return nil, err
 	}
 	p := &Processor{
-		topics:   cfg.Topics,
+		topo:     topo,
 		reg:      cfg.Registry,
 		keys:     cfg.PrivateKeys,
 		aeads:    aeads,
@@ -216,40 +211,25 @@ func New(cfg Config) (*Processor, error) {
 	return p, nil
 }
 
-// Inputs are the topics the processor consumes (all co-partitioned by sn):
-// for keyed.Config.Inputs.
-func (p *Processor) Inputs() []string {
-	return []string{p.topics.UplinkRaw, p.topics.Registry, p.topics.Commands, p.topics.DownlinkReceipts}
-}
+// Inputs are the topics the processor consumes (all co-partitioned by sn),
+// as its topology declares them: for keyed.Config.Inputs.
+func (p *Processor) Inputs() []string { return p.topo.inputTopics() }
 
-// Outputs are the topics the processor produces to: for keyed.Config.Outputs.
-func (p *Processor) Outputs() []string {
-	return []string{p.topics.DeviceEvents, p.topics.Presence, p.topics.CommandEvents, p.topics.Downlink, p.topics.Rejects}
-}
+// Outputs are the topics the processor produces to, as its topology
+// declares them: for keyed.Config.Outputs.
+func (p *Processor) Outputs() []string { return p.topo.outputTopics() }
 
-// Process implements keyed.Handler. Inputs of ams.uplink.raw, ams.registry,
-// ams.commands and ams.downlink.receipts are handled; any other topic is an
-// error. After an accepted frame, a device online with a session is sent its
-// waiting commands (up to the in-flight limit).
+// Process implements keyed.Handler: the input goes to the handler its
+// topology declares for its topic (ams.uplink.raw, ams.registry,
+// ams.commands, ams.downlink.receipts); any other topic is an error.
 func (p *Processor) Process(now time.Time, key string, s *State, in keyed.Input) (*State, []keyed.Output, error) {
-	c := &call{p: p, now: presence.Millis(now), sn: key, in: in,
-		src: in.Topic + "/" + strconv.FormatInt(int64(in.Partition), 10) + "/" + strconv.FormatInt(in.Offset, 10)}
-	var next *State
-	switch in.Topic {
-	case p.topics.UplinkRaw:
-		next = c.uplink(s)
-		if c.frameSeen && deliverable(next) {
-			next = c.cmdTx(next, (*commands.Tx).Drain)
-		}
-	case p.topics.Registry:
-		next = c.registry(s)
-	case p.topics.Commands:
-		next = c.command(s)
-	case p.topics.DownlinkReceipts:
-		next = c.receipt(s)
-	default:
+	route, ok := p.topo.byTopic[in.Topic]
+	if !ok {
 		return s, nil, fmt.Errorf("device: input from unexpected topic %q", in.Topic)
 	}
+	c := &call{p: p, now: presence.Millis(now), sn: key, in: in,
+		src: in.Topic + "/" + strconv.FormatInt(int64(in.Partition), 10) + "/" + strconv.FormatInt(in.Offset, 10)}
+	next := route.run(c, s)
 	if c.err != nil {
 		return s, nil, c.err
 	}
@@ -324,8 +304,14 @@ func (c *call) change(s *State) *State {
 	return &n
 }
 
-func (c *call) emit(topic string, v any) {
+// emit writes record v to the output its topology declares for v's type.
+func (c *call) emit(v any) {
 	if c.err != nil {
+		return
+	}
+	topic, ok := c.p.topo.byType[reflect.TypeOf(v)]
+	if !ok { // cannot happen: New checked every record emit is given
+		c.err = fmt.Errorf("device: no output declared for %T", v)
 		return
 	}
 	b, err := c.p.reg.Encode(v)
@@ -345,7 +331,7 @@ func (c *call) fail(err error) {
 // reject records a refusal of the input.
 func (c *call) reject(reason, detail, mqttTopic string, payload []byte) {
 	c.p.m.rejects.WithLabelValues(reason).Inc()
-	c.emit(c.p.topics.Rejects, schemas.NewReject(schemas.Refusal{
+	c.emit(schemas.NewReject(schemas.Refusal{
 		Stage:           schemas.StageProcessor,
 		By:              "processor",
 		Reason:          reason,
@@ -384,7 +370,7 @@ func (c *call) presenceOut(t presence.Transition, id string) {
 		since := t.Since
 		rec.Since = &since
 	}
-	c.emit(c.p.topics.Presence, rec)
+	c.emit(rec)
 }
 
 // observe applies a presence event to next and emits the transition, if any.
@@ -400,7 +386,7 @@ func (c *call) observe(next *State, e presence.Event) {
 // downlink emits a frame for the device.
 func (c *call) downlink(payload []byte, f protocol.Frame, purpose string) {
 	c.p.m.replies.WithLabelValues(purpose).Inc()
-	c.emit(c.p.topics.Downlink, &schemas.Downlink{
+	c.emit(&schemas.Downlink{
 		FrameID:   c.src + "/" + strconv.Itoa(c.n),
 		SN:        c.sn,
 		Topic:     protocol.DownlinkTopic(c.sn),

@@ -8,30 +8,32 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/processors/commands"
 	"github.com/ivms/ams/processors/presence"
 	"github.com/ivms/ams/schemas"
 )
 
-// uplink handles one ams.uplink.raw record.
-func (c *call) uplink(s *State) *State {
-	if c.in.Value == nil {
-		c.reject(ReasonBadRecord, "tombstone on "+c.in.Topic, "", nil)
-		return s
+// uplink handles one ams.uplink.raw record. After an accepted frame, a
+// device online with a session is sent its waiting commands (up to the
+// in-flight limit).
+func (c *call) uplink(s *State, raw *schemas.UplinkRaw) *State {
+	next := c.uplinkRecord(s, raw)
+	if c.frameSeen && deliverable(next) {
+		next = c.cmdTx(next, (*commands.Tx).Drain)
 	}
-	var raw schemas.UplinkRaw
-	if err := c.p.reg.Decode(c.in.Value, &raw); err != nil {
-		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
-		return s
-	}
+	return next
+}
+
+func (c *call) uplinkRecord(s *State, raw *schemas.UplinkRaw) *State {
 	if raw.SN != c.sn {
 		c.reject(ReasonSNMismatch, fmt.Sprintf("record sn %q is not the key", raw.SN), raw.Topic, raw.Payload)
 		return s
 	}
 	switch raw.Kind {
 	case schemas.UplinkFrame:
-		return c.frame(s, &raw)
+		return c.frame(s, raw)
 	case schemas.UplinkConnected, schemas.UplinkDisconnected:
-		return c.connection(s, &raw)
+		return c.connection(s, raw)
 	}
 	c.reject(ReasonUnknownKind, fmt.Sprintf("uplink kind %q", raw.Kind), raw.Topic, raw.Payload)
 	return s
@@ -77,7 +79,7 @@ func (c *call) frameEvent(kind string, raw *schemas.UplinkRaw, f protocol.Frame,
 	e.MsgID = f.MsgID
 	e.ProtocolVersion = f.ProtocolVersion
 	e.Body = body
-	c.emit(c.p.topics.DeviceEvents, e)
+	c.emit(e)
 }
 
 // connection handles a broker connect / disconnect event.
@@ -110,7 +112,7 @@ func (c *call) connection(s *State, raw *schemas.UplinkRaw) *State {
 		e.Connection.Reason = raw.Reason
 		kind = presence.Disconnected
 	}
-	c.emit(c.p.topics.DeviceEvents, e)
+	c.emit(e)
 	next := c.change(s)
 	c.observe(next, presence.Event{Kind: kind, At: at, Epoch: epoch, Detail: raw.Reason})
 	return next
@@ -355,33 +357,31 @@ func (c *call) unknown(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *Stat
 	return next
 }
 
-// registry handles one ams.registry record: a registration, or a tombstone
-// that removes it. Deleting a device, or changing its token, ends its
-// session (the device must connect with its new credentials and handshake
-// again); presence and commands are kept.
-func (c *call) registry(s *State) *State {
-	if c.in.Value == nil {
-		if s == nil || !s.reg.Registered {
-			return s
-		}
-		next := c.change(s)
-		next.reg = Registration{}
-		endSession(next)
-		if next.empty() {
-			return nil
-		}
-		return next
-	}
-	var r schemas.Registration
-	if err := c.p.reg.Decode(c.in.Value, &r); err != nil {
-		c.reject(ReasonBadRecord, err.Error(), "", c.in.Value)
+// unregister handles an ams.registry tombstone: the registration is
+// removed, which ends the device's session (presence and commands are kept;
+// a state left empty is deleted).
+func (c *call) unregister(s *State) *State {
+	if s == nil || !s.reg.Registered {
 		return s
 	}
+	next := c.change(s)
+	next.reg = Registration{}
+	endSession(next)
+	if next.empty() {
+		return nil
+	}
+	return next
+}
+
+// registry handles one ams.registry registration. Changing a device's
+// token ends its session (the device must connect with its new
+// credentials and handshake again).
+func (c *call) registry(s *State, r *schemas.Registration) *State {
 	if r.SN != c.sn {
 		c.reject(ReasonSNMismatch, fmt.Sprintf("registration sn %q is not the key", r.SN), "", c.in.Value)
 		return s
 	}
-	reg := Registration{Registered: true, Bound: r.Bound, Name: r.Name, StreamURL: r.StreamURL, TokenSHA256: credentialDigest(r)}
+	reg := Registration{Registered: true, Bound: r.Bound, Name: r.Name, StreamURL: r.StreamURL, TokenSHA256: credentialDigest(*r)}
 	if s != nil && s.reg == reg {
 		return s
 	}
