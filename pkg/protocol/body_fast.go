@@ -133,27 +133,36 @@ func decodeFast[T any, PT interface {
 	return false
 }
 
-// fastString decodes a JSON string into dst; null leaves dst unchanged (as
-// encoding/json does); anything else bails.
-func (p *envParser) fastString(dst *string) fieldStatus {
+// fastStr reads a JSON string (its decoded bytes) or null (null true) at
+// p.i; anything else bails.
+func (p *envParser) fastStr() (s []byte, null bool, st fieldStatus) {
 	if p.i >= len(p.b) {
-		return fieldBail
+		return nil, false, fieldBail
 	}
 	switch p.b[p.i] {
 	case '"':
 		s, err := p.str()
 		if err != nil {
-			return fieldBail
+			return nil, false, fieldBail
 		}
-		*dst = string(s)
-		return fieldDone
+		return s, false, fieldDone
 	case 'n':
 		if p.literal("null") != nil {
-			return fieldBail
+			return nil, false, fieldBail
 		}
-		return fieldDone
+		return nil, true, fieldDone
 	}
-	return fieldBail
+	return nil, false, fieldBail
+}
+
+// fastString decodes a JSON string into dst; null leaves dst unchanged (as
+// encoding/json does); anything else bails.
+func (p *envParser) fastString(dst *string) fieldStatus {
+	s, null, st := p.fastStr()
+	if st == fieldDone && !null {
+		*dst = string(s)
+	}
+	return st
 }
 
 // fastStringPtr decodes a JSON string into a new string and points *dst at
@@ -161,26 +170,16 @@ func (p *envParser) fastString(dst *string) fieldStatus {
 // through a pointer already set instead: the value is the same, and the
 // caller's string is never changed by a decode that then bails.
 func (p *envParser) fastStringPtr(dst **string) fieldStatus {
-	if p.i >= len(p.b) {
-		return fieldBail
-	}
-	switch p.b[p.i] {
-	case '"':
-		s, err := p.str()
-		if err != nil {
-			return fieldBail
-		}
+	s, null, st := p.fastStr()
+	switch {
+	case st != fieldDone:
+	case null:
+		*dst = nil
+	default:
 		v := string(s)
 		*dst = &v
-		return fieldDone
-	case 'n':
-		if p.literal("null") != nil {
-			return fieldBail
-		}
-		*dst = nil
-		return fieldDone
 	}
-	return fieldBail
+	return st
 }
 
 // fastInt decodes a JSON integer that fits bits into dst; null leaves dst

@@ -226,7 +226,7 @@ func (c *call) handshake(s *State, raw *schemas.UplinkRaw, f protocol.Frame) *St
 // sDeviceSn (nil when absent or null), and the request of the kinds it
 // answers.
 type uplinkBody struct {
-	sn     *string
+	protocol.SNBody
 	stream protocol.StreamURLRequest
 	upload protocol.UploadParamsRequest
 }
@@ -235,44 +235,35 @@ type uplinkBody struct {
 // protocol.UnmarshalBody (bad_utf8, bad_json): a configuration must fit
 // protocol.Configuration, a 702 or 703 request its type; of any other kind
 // only sDeviceSn is read. One decode per body.
-func decodeBody(f protocol.Frame, pt []byte) (uplinkBody, error) {
-	var b uplinkBody
+func decodeBody(f protocol.Frame, pt []byte) (b uplinkBody, err error) {
 	switch {
 	case f.CmdType == protocol.CmdConfiguration:
 		var v protocol.ConfigurationSN
-		err := protocol.UnmarshalBody(pt, &v)
-		b.sn = v.DeviceSn
-		return b, err
+		err = protocol.UnmarshalBody(pt, &v)
+		b.DeviceSn = v.DeviceSn
 	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsStreamURL:
-		var v struct {
-			protocol.StreamURLRequest
-			protocol.SNBody
-		}
-		err := protocol.UnmarshalBody(pt, &v)
-		b.sn, b.stream = v.DeviceSn, v.StreamURLRequest
-		return b, err
+		err = protocol.UnmarshalBody(pt, &struct {
+			*protocol.StreamURLRequest
+			*protocol.SNBody
+		}{&b.stream, &b.SNBody})
 	case f.CmdType == protocol.CmdAms && f.AmsCmdType == protocol.AmsUploadParams:
-		var v struct {
-			protocol.UploadParamsRequest
-			protocol.SNBody
-		}
-		err := protocol.UnmarshalBody(pt, &v)
-		b.sn, b.upload = v.DeviceSn, v.UploadParamsRequest
-		return b, err
+		err = protocol.UnmarshalBody(pt, &struct {
+			*protocol.UploadParamsRequest
+			*protocol.SNBody
+		}{&b.upload, &b.SNBody})
+	default:
+		err = protocol.UnmarshalBody(pt, &b.SNBody)
 	}
-	var v protocol.SNBody
-	err := protocol.UnmarshalBody(pt, &v)
-	b.sn = v.DeviceSn
 	return b, err
 }
 
 // snMismatch reports (with a reject) a body whose sDeviceSn is not the
 // device's sn.
 func (c *call) snMismatch(b uplinkBody, raw *schemas.UplinkRaw) bool {
-	if b.sn == nil || *b.sn == c.sn {
+	if b.DeviceSn == nil || *b.DeviceSn == c.sn {
 		return false
 	}
-	c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *b.sn), raw.Topic, raw.Payload)
+	c.reject(ReasonSNMismatch, fmt.Sprintf("body sDeviceSn %q is not the device's sn", *b.DeviceSn), raw.Topic, raw.Payload)
 	return true
 }
 
