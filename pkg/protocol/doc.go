@@ -20,7 +20,9 @@
 // s = sha256hex(key1+iv1+key2+iv2), iv = s[0:16], key = s[16:48], used as
 // ASCII bytes, so AES-256-CBC. Every later body is
 // sData = hex(AES-256-CBC(key, iv, PKCS7(json))) with the same iv for every
-// frame (EncryptBody, DecryptBody, DecryptJSON). Bodies are serialised like
+// frame (EncryptBody, DecryptBody, DecryptJSON; UnmarshalBody is DecryptJSON's
+// check and decode of a body already decrypted, the one path the device
+// processor reads bodies by). Bodies are serialised like
 // the seed's ujson.dumps (MarshalASCII): compact, ASCII only, '/' escaped.
 //
 // # Guarantees
