@@ -3,11 +3,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,6 +26,7 @@ import (
 	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/schemas"
 )
 
 // keysRig is a private pipeline for the day-2 key and recovery procedures:
@@ -38,6 +43,9 @@ type keysRig struct {
 	privFile  string
 	pub       *rsa.PublicKey
 	n         int // processes started (instance ids)
+	// registered: production mode (only devices of ams.registry may
+	// handshake); else -allow-unregistered.
+	registered bool
 }
 
 func newKeysRig(t *testing.T, name string) *keysRig {
@@ -47,7 +55,16 @@ func newKeysRig(t *testing.T, name string) *keysRig {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Cleanup(func() { _, _ = kadm.NewClient(r.kc).DeleteTopics(context.Background(), r.names.All()...) })
-	if err := kafkatopics.Ensure(ctx, kadm.NewClient(r.kc), r.names, kafkatopics.Layout{Partitions: 2, Replication: 1}); err != nil {
+	// Ensure checks the layout right after creating it; on a busy broker
+	// the new topics can be missing from that first look: ask again.
+	var err error
+	for range 5 {
+		if err = kafkatopics.Ensure(ctx, kadm.NewClient(r.kc), r.names, kafkatopics.Layout{Partitions: 2, Replication: 1}); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	pubPEM, err := os.ReadFile("testdata/cloud_rsa_public.pem")
@@ -80,7 +97,7 @@ func (r *keysRig) processArgs(extra ...string) []string {
 	r.n++
 	return append(append(append([]string{"process"}, r.kafkaArgs...),
 		"-ops-addr", "127.0.0.1:0", "-process-group", r.id+"-process", "-transactional-id-prefix", r.id+"-process-",
-		"-instance-id", "p"+strconv.Itoa(r.n), "-rsa-private-key-file", r.privFile, "-allow-unregistered"), extra...)
+		"-instance-id", "p"+strconv.Itoa(r.n), "-rsa-private-key-file", r.privFile, "-allow-unregistered="+strconv.FormatBool(!r.registered)), extra...)
 }
 
 // process starts `ams process` and waits until it is ready (restored).
@@ -209,9 +226,11 @@ func gaugeSum(t *testing.T, p *mqttconform.Process, name string) (sum float64, s
 // camera's next heartbeat is answered under its session, with no new
 // handshake.
 func TestKEKRewrap(t *testing.T) {
+	t0 := time.Now()
 	r := newKeysRig(t, "kekrw")
 	kek1, kek2 := r.kek("kek1"), r.kek("kek2")
 	p := r.process("-kek-file", kek1)
+	t.Logf("%v: rig and processor (KEK1) ready", time.Since(t0).Round(time.Millisecond))
 	prefix := e2eSNPrefix(t)
 	var cams []*keysCamera
 	for i := range 4 {
@@ -228,9 +247,12 @@ func TestKEKRewrap(t *testing.T) {
 		t.Fatalf("processor with KEK1: %v", err)
 	}
 
+	t.Logf("%v: cameras served under KEK1, processor stopped", time.Since(t0).Round(time.Millisecond))
+
 	// KEK2 current, KEK1 previous: the restored states are stale and
 	// re-sealed.
 	p = r.process("-kek-file", kek2, "-previous-kek-files", kek1)
+	t.Logf("%v: processor (KEK2, KEK1 previous) ready", time.Since(t0).Round(time.Millisecond))
 	e2eWaitFor(t, 60*time.Second, "every session re-sealed under KEK2", func() (bool, string) {
 		stale, series := gaugeSum(t, p, "ams_keyed_state_stale_keys")
 		fired, _ := gaugeSum(t, p, "ams_keyed_timers_fired_total")
@@ -241,8 +263,11 @@ func TestKEKRewrap(t *testing.T) {
 		t.Fatalf("processor with KEK2 and KEK1: %v", err)
 	}
 
+	t.Logf("%v: re-sealed, processor stopped", time.Since(t0).Round(time.Millisecond))
+
 	// KEK1 dropped.
 	p = r.process("-kek-file", kek2)
+	t.Logf("%v: processor (KEK2 alone) ready", time.Since(t0).Round(time.Millisecond))
 	if stale, series := gaugeSum(t, p, "ams_keyed_state_stale_keys"); series != 2 || stale != 0 {
 		t.Fatalf("with KEK2 alone: %v stale keys on %d partitions", stale, series)
 	}
@@ -253,5 +278,175 @@ func TestKEKRewrap(t *testing.T) {
 	}
 	if err := p.Term(30 * time.Second); err != nil {
 		t.Fatalf("processor with KEK2 alone: %v", err)
+	}
+}
+
+// register writes sn's registration to ams.registry (as the API does).
+func (r *keysRig) register(sn string) {
+	r.t.Helper()
+	reg, err := schemas.NewRegistry()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	v, err := reg.Encode(&schemas.Registration{SN: sn, TokenSHA256: strings.Repeat("ab", 32), Bound: true, Name: "cam " + sn,
+		UpdatedAt: time.Now().UTC().Truncate(time.Millisecond), UpdatedBy: "test"})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := r.kc.ProduceSync(context.Background(), &kgo.Record{Topic: r.names.Registry, Key: []byte(sn), Value: v}).FirstErr(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// changelogPartition is the changelog partition holding sn's state.
+func (r *keysRig) changelogPartition(sn string) int32 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(r.kc).ListEndOffsets(ctx, r.names.StateDevices)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	assign := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) { assign[o.Partition] = kgo.NewOffset().AtStart() })
+	rd := testenv.KafkaClient(r.t, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{r.names.StateDevices: assign}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	for ctx.Err() == nil {
+		var found int32 = -1
+		rd.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
+			if string(rec.Key) == sn {
+				found = rec.Partition
+			}
+		})
+		if found >= 0 {
+			return found
+		}
+	}
+	r.t.Fatalf("no state of %s in %s", sn, r.names.StateDevices)
+	return -1
+}
+
+// TestChangelogRecover proves the two recoveries of docs/OPERATIONS.md
+// ("Recover a lost or corrupt changelog"). Corrupt: a device's latest
+// changelog record does not decode; the processor refuses to start on it,
+// and with -restore-skip-corrupt it starts, records the skip, and the
+// device keeps its last good state (its next heartbeat is answered, no new
+// handshake). Lost: every changelog record is deleted; the restarted
+// processor knows no device (a handshake is refused unregistered) until
+// `ams registry republish` writes the registrations again; the devices
+// then handshake again and are served. The time from the republish to the
+// first answered handshake is logged.
+func TestChangelogRecover(t *testing.T) {
+	r := newKeysRig(t, "clrec")
+	r.registered = true
+	kek := r.kek("kek")
+	prefix := e2eSNPrefix(t)
+	sns := []string{prefix + "0000000001", prefix + "0000000002"}
+	for _, sn := range sns {
+		r.register(sn)
+	}
+	p := r.process("-kek-file", kek)
+	var cams []*keysCamera
+	for _, sn := range sns {
+		c := r.camera(sn)
+		var ok bool
+		for range 6 { // the registration may still be on its way to the processor
+			if ok = c.handshake(t, r.pub, 5*time.Second); ok {
+				break
+			}
+		}
+		if !ok || !c.heartbeat(t, 30*time.Second) {
+			t.Fatalf("camera %s not served (handshake %v)", sn, ok)
+		}
+		cams = append(cams, c)
+	}
+	if err := p.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Corrupt the first camera's latest state record.
+	part := r.changelogPartition(sns[0])
+	bad := &kgo.Record{Topic: r.names.StateDevices, Partition: part, Key: []byte(sns[0]), Value: []byte("\x00corrupt")}
+	wr := testenv.KafkaClient(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := wr.ProduceSync(context.Background(), bad).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	out, err := exec.CommandContext(ctx, amsBinary, r.processArgs("-kek-file", kek)...).CombinedOutput()
+	timedOut := ctx.Err() != nil
+	cancel()
+	if err == nil || timedOut || !bytes.Contains(out, []byte("does not decode")) {
+		t.Fatalf("the processor on a corrupt changelog: %v (timed out %v); want it to stop on the record\n%s", err, timedOut, tail(string(out), 20))
+	}
+	p = r.process("-kek-file", kek, "-restore-skip-corrupt")
+	if n, _ := gaugeSum(t, p, "ams_keyed_restore_skipped_total"); n != 1 {
+		t.Fatalf("%v records skipped, want 1", n)
+	}
+	for _, c := range cams {
+		if !c.heartbeat(t, 30*time.Second) {
+			t.Fatalf("camera %s: no heartbeat reply after the corrupt record was skipped", c.sn)
+		}
+	}
+	if err := p.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Lose the changelog: the topic is deleted and created again, empty
+	// (a compacted topic refuses DeleteRecords).
+	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(r.kc)
+	if res, err := adm.DeleteTopics(ctx, r.names.StateDevices); err != nil || res.Error() != nil {
+		t.Fatalf("delete the changelog: %v %v", err, res.Error())
+	}
+	e2eWaitFor(t, 60*time.Second, "the changelog created again, empty", func() (bool, string) {
+		if err := kafkatopics.Ensure(ctx, adm, r.names, kafkatopics.Layout{Partitions: 2, Replication: 1}); err != nil {
+			return false, err.Error()
+		}
+		ends, err := adm.ListEndOffsets(ctx, r.names.StateDevices)
+		if err != nil || ends.Error() != nil {
+			return false, fmt.Sprint(err, ends.Error())
+		}
+		var n int64
+		ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+		return n == 0, fmt.Sprintf("%d records", n)
+	})
+	p = r.process("-kek-file", kek)
+	if keys, _ := gaugeSum(t, p, "ams_keyed_state_keys"); keys != 0 {
+		t.Fatalf("%v keys restored from a deleted changelog", keys)
+	}
+	if cams[0].handshake(t, r.pub, 5*time.Second) {
+		t.Fatal("a handshake was answered for a device the processor no longer knows")
+	}
+	t0 := time.Now()
+	cmd := exec.Command(amsBinary, append(append([]string{"registry", "republish"}, r.kafkaArgs...), "-republish-partitions", "0,1")...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("republish: %v\n%s", err, stderr.String())
+	}
+	var rep struct {
+		Republished int `json:"republished"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep.Republished != len(sns) {
+		t.Fatalf("republish report %s (%v): want %d republished", stdout.String(), err, len(sns))
+	}
+	for _, c := range cams {
+		var ok bool
+		for range 12 {
+			if ok = c.handshake(t, r.pub, 5*time.Second); ok {
+				break
+			}
+		}
+		if !ok {
+			t.Fatalf("camera %s: no handshake answered after the republish", c.sn)
+		}
+		t.Logf("camera %s: handshake answered %v after the republish started", c.sn, time.Since(t0).Round(time.Millisecond))
+		if !c.heartbeat(t, 30*time.Second) {
+			t.Fatalf("camera %s: no heartbeat reply after its new handshake", c.sn)
+		}
+	}
+	if err := p.Term(30 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -304,7 +304,7 @@ func (r *Runner[S]) finishRestore(id int32, l *stateLoader[S]) error {
 	if !r.cfg.SkipCorruptState {
 		first := l.failed[keys[0]]
 		return fmt.Errorf("%w: changelog %s/%d: the latest record of %d keys does not decode (first: key %q at offset %d: %w); "+
-			"fix the configuration (a KEK missing from the previous KEKs?) or restart with SkipCorruptState to keep their last good state",
+			"fix the configuration (a KEK missing from the previous KEKs?), or restart with SkipCorruptState (ams process -restore-skip-corrupt) to keep their last good state",
 			errRestoreFailed, r.cfg.Changelog, id, len(keys), keys[0], first.offset, first.err)
 	}
 	for _, k := range keys {
