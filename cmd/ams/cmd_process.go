@@ -113,6 +113,9 @@ func processCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("process"); err != nil {
+					return err
+				}
 				names := k.names()
 				proc, err := device.New(device.Config{
 					Topics:            names,

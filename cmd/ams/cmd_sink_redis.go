@@ -97,6 +97,9 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 		}
 		defer rdb.Close()
 		ops := opshttp.New(log)
+		if err := ops.ExportReady("sink-redis"); err != nil {
+			return err
+		}
 		m := amsredis.NewMetrics(ops.Registry)
 		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
 		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll,
