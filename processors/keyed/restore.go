@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -300,7 +301,7 @@ func (r *Runner[S]) finishRestore(id int32, l *stateLoader[S]) error {
 	if len(l.failed) == 0 {
 		return nil
 	}
-	keys := slices.Sorted(mapKeys(l.failed))
+	keys := slices.Sorted(maps.Keys(l.failed))
 	if !r.cfg.SkipCorruptState {
 		first := l.failed[keys[0]]
 		return fmt.Errorf("%w: changelog %s/%d: the latest record of %d keys does not decode (first: key %q at offset %d: %w); "+
@@ -314,16 +315,6 @@ func (r *Runner[S]) finishRestore(id int32, l *stateLoader[S]) error {
 	}
 	r.m.restoreSkipped.Add(float64(len(keys)))
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // reasonOf shortens a decode error to the reason logged with a skipped
