@@ -10,24 +10,26 @@ import (
 
 // metrics of one Runner; every series carries the const label processor.
 type metrics struct {
-	records        *prometheus.CounterVec   // committed input records, by topic
-	outputs        *prometheus.CounterVec   // committed output records, by topic
-	txns           *prometheus.CounterVec   // transactions, by result committed|aborted
-	batchSeconds   prometheus.Histogram     // poll-to-end of one transaction
-	stateKeys      *prometheus.GaugeVec     // keys with state, by partition
-	restoreSecs    prometheus.Histogram     // duration of one partition restore
-	restoreRecs    prometheus.Counter       // changelog records read by restores
-	timersFired    prometheus.Counter       // committed timer firings
-	lag            *prometheus.GaugeVec     // high watermark - next offset, by topic, partition
-	changelog      prometheus.Counter       // committed changelog records
-	restoring      prometheus.Gauge         // partitions being restored
-	staleKeys      *prometheus.GaugeVec     // keys whose state the Handler reports stale, by partition
-	restoreSkipped prometheus.Counter       // undecodable latest changelog records skipped by restores
-	carried        prometheus.Counter       // input records whose offsets were carried into a later transaction
-	hops           *prometheus.HistogramVec // per-hop latency of committed input records, by hop
-	hopPoll        prometheus.Observer      // record timestamp -> polled
-	hopCommit      prometheus.Observer      // polled -> transaction committed
-	hopTotal       prometheus.Observer      // record timestamp -> transaction committed
+	records      *prometheus.CounterVec   // committed input records, by topic
+	outputs      *prometheus.CounterVec   // committed output records, by topic
+	txns         *prometheus.CounterVec   // transactions, by result committed|aborted
+	batchSeconds prometheus.Histogram     // poll-to-end of one transaction
+	stateKeys    *prometheus.GaugeVec     // keys with state, by partition
+	restoreSecs  prometheus.Histogram     // duration of one partition restore
+	restoreRecs  prometheus.Counter       // changelog records read by restores
+	timersFired  prometheus.Counter       // committed timer firings
+	lag          *prometheus.GaugeVec     // high watermark - next offset, by topic, partition
+	changelog    prometheus.Counter       // committed changelog records
+	restoring    prometheus.Gauge         // partitions being restored
+	carried      prometheus.Counter       // input records whose offsets were carried into a later transaction
+	hops         *prometheus.HistogramVec // per-hop latency of committed input records, by hop
+	hopPoll      prometheus.Observer      // record timestamp -> polled
+	hopCommit    prometheus.Observer      // polled -> transaction committed
+	hopTotal     prometheus.Observer      // record timestamp -> transaction committed
+
+	// KEK rotation and recovery (rewrap.go, restore.go).
+	staleKeys      *prometheus.GaugeVec // keys whose state the Handler reports stale, by partition
+	restoreSkipped prometheus.Counter   // undecodable latest changelog records skipped by restores
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
