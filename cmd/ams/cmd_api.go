@@ -133,6 +133,9 @@ func apiCommand() command {
 				defer rdb.Close()
 				store := amsredis.NewStore(rdb, rf.keys())
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("api"); err != nil {
+					return err
+				}
 				srv, err := api.New(api.Config{Tokens: tokens, Names: k.names(), Accounts: accounts, MaxWait: *maxWait,
 					LoginBurst: *loginBurst, LoginEvery: *loginEvery},
 					store, api.KafkaProducer{Client: cl}, reg, log, ops.Registry)

@@ -66,6 +66,9 @@ func egressCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("egress"); err != nil {
+					return err
+				}
 				m := egress.NewMetrics(ops.Registry)
 				pool := egress.NewPool(egress.MQTTConfig{
 					URL:            mf.url,

@@ -88,6 +88,9 @@ func ingestCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("ingest"); err != nil {
+					return err
+				}
 				m := ingest.NewMetrics(ops.Registry)
 				names := k.names()
 				out, err := ingest.NewKafkaOutput(ingest.KafkaConfig{

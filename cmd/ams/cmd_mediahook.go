@@ -71,6 +71,9 @@ func mediaHookCommand() command {
 				defer rdb.Close()
 				store := amsredis.NewStore(rdb, rf.keys())
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("media-hook"); err != nil {
+					return err
+				}
 				hook, err := mediahook.New(mediahook.Config{Secrets: secrets, Key: key},
 					storeRegistrations{store}, log, ops.Registry)
 				if err != nil {

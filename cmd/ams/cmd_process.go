@@ -57,6 +57,7 @@ func processCommand() command {
 			hsEvery := fs.Duration("rate-handshake-every", 0, "one more handshake allowed per this interval (0: default 1m)")
 			frBurst := fs.Int("rate-frame-burst", 0, "frames a device may send at once (0: default 120; negative: no limit)")
 			frEvery := fs.Duration("rate-frame-every", 0, "one more frame allowed per this interval (0: default 100ms)")
+			skipCorrupt := fs.Bool("restore-skip-corrupt", false, "recovery only (docs/OPERATIONS.md): a device whose latest state record does not decode keeps its last good state (logged, ams_keyed_restore_skipped_total) instead of stopping the partition; never to drop a KEK still in use")
 			maxListBytes := fs.Int("command-max-list-bytes", 0, "most bytes of one device's command list in its state record; a command beyond it is REJECTED queue_full (0: default 967244, the producer's 1000012-byte record limit less 32 KiB)")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)
@@ -112,6 +113,9 @@ func processCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("process"); err != nil {
+					return err
+				}
 				names := k.names()
 				proc, err := device.New(device.Config{
 					Topics:            names,
@@ -149,6 +153,7 @@ func processCommand() command {
 					MaxRecords:            *maxRecords,
 					MaxLinger:             *linger,
 					TimerTick:             *tick,
+					SkipCorruptState:      *skipCorrupt,
 					Logger:                log,
 					Registerer:            ops.Registry,
 					KafkaOpts:             append(kopts, kgo.SessionTimeout(*sessionTimeout)),

@@ -29,6 +29,8 @@ func registryActions() []sinkKind {
 			flags: registryImportFlags},
 		{name: "import-sessions", summary: "carry the cameras' AES sessions over from the old service's Redis into the processors' changelog, sealed under the KEK (before the processors first run); prints a JSON report",
 			flags: sessionImportFlags},
+		{name: "republish", summary: "write the latest registration of every device of the given partitions to ams.registry again (recovery of a lost changelog partition); prints a JSON report",
+			flags: registryRepublishFlags},
 	}
 }
 
@@ -66,7 +68,7 @@ func registryCommand() command {
 						return run(ctx, stdout, stderr)
 					}
 				}
-				return errors.New("usage: ams registry {import|import-sessions} [flags] (add -h for the flags)")
+				return errors.New("usage: ams registry {import|import-sessions|republish} [flags] (add -h for the flags)")
 			}
 		},
 	}

@@ -154,6 +154,9 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			return err
 		}
 		ops := opshttp.New(log)
+		if err := ops.ExportReady("sink-clickhouse"); err != nil {
+			return err
+		}
 		m := chsink.NewMetrics(ops.Registry)
 		s, err := chsink.New(ctx, chsink.Config{
 			Seeds:           k.seeds(),

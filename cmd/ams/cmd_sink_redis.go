@@ -97,7 +97,13 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 		}
 		defer rdb.Close()
 		ops := opshttp.New(log)
+		if err := ops.ExportReady("sink-redis"); err != nil {
+			return err
+		}
 		m := amsredis.NewMetrics(ops.Registry)
+		if err := ops.Registry.Register(amsredis.NewFleetCollector(rdb, rf.keys())); err != nil {
+			return fmt.Errorf("fleet gauges: %w", err)
+		}
 		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
 		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll,
 			InstanceID: *instanceID, SessionTimeout: *session, KafkaOpts: kopts}, proj, rdb, log, m)

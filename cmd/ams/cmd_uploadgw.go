@@ -70,6 +70,9 @@ func uploadGatewayCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
+				if err := ops.ExportReady("upload-gateway"); err != nil {
+					return err
+				}
 				gw, err := uploadgw.New(uploadgw.Config{Secret: []byte(secret), Bucket: *bucket, ObjectPath: *objectPath,
 					CallbackURL: *callback, MaxObjectBytes: *maxBytes, RatePerMinute: *rate, Burst: *burst}, store, log, ops.Registry)
 				if err != nil {

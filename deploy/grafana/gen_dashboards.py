@@ -26,6 +26,8 @@ def q(metric, le='le', by=''):
 DASH = {}
 DASH['ams-fleet'] = ('ams: fleet', [
     panel('Devices with state (processor keys)', ['sum(ams_keyed_state_keys{processor="device"})'], legend=['devices']),
+    panel('Devices online / offline (read model)', ['max(ams_devices_online)', 'max(ams_devices_offline)'], legend=['online', 'offline']),
+    panel('Roles not ready', ['count by (role) (ams_ready == 0)'], legend=['{{role}}']),
     panel('Presence transitions / s', [f'sum by (online, reason) (rate(ams_device_presence_transitions_total[{R}]))'], legend=['online={{online}} {{reason}}']),
     panel('Uplinks accepted / s by kind', [f'sum by (kind) (rate(ams_device_events_total[{R}]))'], legend=['{{kind}}']),
     panel('Handshakes answered / s', [f'sum(rate(ams_device_downlinks_total{{purpose="handshake_reply"}}[{R}]))'], legend=['handshakes']),
@@ -58,6 +60,7 @@ DASH['ams-process'] = ('ams: process', [
     panel('Transaction latency (poll -> commit)', [p(0.5), p(0.99), p(0.999)], 's', ['p50', 'p99', 'p999']),
     panel('Transactions / s by result', [f'sum by (result) (rate(ams_keyed_transactions_total[{R}]))'], legend=['{{result}}']),
     panel('Lag by topic', ['sum by (topic) (ams_keyed_lag)'], legend=['{{topic}}']),
+    panel('State sealed under a previous KEK (drop it at 0)', ['sum by (partition) (ams_keyed_state_stale_keys{processor="device"})'], legend=['partition {{partition}}']),
     panel('Restores: partitions restoring, p99 restore time', ['sum by (instance) (ams_keyed_restoring_partitions)', r(0.99)], legend=['{{instance}} restoring', 'p99 s']),
     panel('Changelog and timers / s', [f'sum(rate(ams_keyed_changelog_records_total[{R}]))', f'sum(rate(ams_keyed_timers_fired_total[{R}]))',
         f'sum(rate(ams_keyed_restore_records_total[{R}]))'], legend=['changelog', 'timers fired', 'restore records']),

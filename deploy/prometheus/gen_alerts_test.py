@@ -77,14 +77,17 @@ T.append(t('AmsIngestRejectsSpiking', [
     ('ams_ingest_rejects_total{job="ams-ingest",instance="i1",reason="bad_topic"}', '0+120x30'),
     ('ams_ingest_rejects_total{job="ams-ingest",instance="i1",reason="empty_payload"}', '0+30x30'),
 ], '20m', [alert('AmsIngestRejectsSpiking', reason='bad_topic')], quiet_at='5m'))
-FLEET = [('ams_keyed_state_keys{%s,instance="p1",partition="0"}' % K, '500x20'),
-         ('ams_keyed_state_keys{%s,instance="p1",partition="1"}' % K, '500x20')]
-T.append(t('AmsFleetGoingOffline', FLEET + [  # 250 of 1000 in 5 minutes
-    ('ams_device_presence_transitions_total{job="ams-process",instance="p1",online="false",reason="timeout"}', '0x4 0+50x15'),
-], '12m', [alert('AmsFleetGoingOffline')], quiet_at='4m'))
-T.append(t('AmsFleetGoingOffline', FLEET + [  # 25 of 1000 in 5 minutes: single cameras
-    ('ams_device_presence_transitions_total{job="ams-process",instance="p1",online="false",reason="timeout"}', '0+5x20'),
+R = 'job="ams-sink-redis"'
+T.append(t('AmsFleetGoingOffline', [  # 1000 online, then 250 go offline within 5 minutes (two sink instances)
+    ('ams_devices_online{%s,instance="r1"}' % R, '1000x5 950 900 850 800 750x15'),
+    ('ams_devices_online{%s,instance="r2"}' % R, '1000x5 950 900 850 800 750x15'),
+], '11m', [alert('AmsFleetGoingOffline')], quiet_at='4m'))
+T.append(t('AmsFleetGoingOffline', [  # 25 of 1000 in 5 minutes: single cameras
+    ('ams_devices_online{%s,instance="r1"}' % R, '1000-5x20'),
 ], '15m', []))
+T.append(t('AmsFleetGoingOffline', [  # a fleet of 10 losing half: too small to tell
+    ('ams_devices_online{%s,instance="r1"}' % R, '10x5 5x15'),
+], '9m', []))
 T.append(t('AmsHandshakeFailures', [  # 12 failures for 60 handshakes a minute
     ('ams_device_rejects_total{job="ams-process",instance="p1",reason="bad_rsa"}', '0+12x30'),
     ('ams_device_downlinks_total{job="ams-process",instance="p1",purpose="handshake_reply"}', '0+60x30'),
@@ -100,11 +103,14 @@ T.append(t('AmsRoleDown', [
     ('up{job="node",instance="n1"}', '0x10'),
 ], '8m', [alert('AmsRoleDown', job='ams-egress', instance='e1')], quiet_at='3m'))
 T.append(t('AmsRoleNotReady', [
-    ('kube_pod_status_ready{namespace="ams",pod="ams-process-0",condition="false"}', '1x20'),
-    ('kube_pod_status_ready{namespace="ams",pod="ams-egress-5d9f-x2",condition="false"}', '0x20'),
-    ('kube_pod_status_ready{namespace="ams",pod="ams-egress-5d9f-x2",condition="true"}', '1x20'),
-    ('kube_pod_status_ready{namespace="ams",pod="redis-0",condition="false"}', '1x20'),
-], '15m', [alert('AmsRoleNotReady', namespace='ams', pod='ams-process-0')], quiet_at='5m'))
+    ('ams_ready{job="ams-process",instance="p1",role="process"}', '0x20'),
+    ('ams_ready{job="ams-process",instance="p2",role="process"}', '1x20'),
+    ('ams_ready{job="ams-egress",instance="e1",role="egress"}', '0x3 1x17'),  # not ready for 3 minutes only
+], '15m', [alert('AmsRoleNotReady', role='process', job='ams-process', instance='p1')], quiet_at='5m'))
+T.append(t('AmsRestoreSkippedState', [
+    ('ams_keyed_restore_skipped_total{%s,instance="p1"}' % K, '0x5 3x20'),
+    ('ams_keyed_restore_skipped_total{%s,instance="p2"}' % K, '0x25'),
+], '10m', [alert('AmsRestoreSkippedState', processor='device', instance='p1')], quiet_at='4m'))
 hdr = ('# Unit tests of alerts.yml: `promtool test rules alerts_test.yml` (deploy/prometheus/check.sh).\n'
        '# Each rule has a group whose series fire it (and, beside them or in a second group, series\n'
        '# that must not), plus an evaluation before its `for:` has passed where nothing fires.\n'

@@ -54,6 +54,51 @@ func (s *Server) AddCheck(name string, c Check) {
 	s.checks[name] = c
 }
 
+// ExportReady registers the gauge ams_ready{role}: 1 when every readiness
+// check passes, 0 when one fails, evaluated at each scrape like /readyz
+// (same checks, same 2 s bound), so alerting needs no kube-state-metrics.
+func (s *Server) ExportReady(role string) error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ams_ready",
+		Help: "1 when every readiness check of the role passes (its /readyz answers 200), else 0; evaluated at each scrape.", ConstLabels: prometheus.Labels{"role": role}},
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if s.check(ctx, nil) {
+				return 1
+			}
+			return 0
+		})
+	if err := s.Registry.Register(g); err != nil {
+		return fmt.Errorf("ams_ready: %w", err)
+	}
+	return nil
+}
+
+// check runs every readiness check, in name order, reporting each result to
+// report (if not nil); it returns whether all passed.
+func (s *Server) check(ctx context.Context, report func(name string, err error)) bool {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.checks))
+	checks := make(map[string]Check, len(s.checks))
+	for n, c := range s.checks {
+		names = append(names, n)
+		checks[n] = c
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	ok := true
+	for _, n := range names {
+		err := checks[n](ctx)
+		if err != nil {
+			ok = false
+		}
+		if report != nil {
+			report(n, err)
+		}
+	}
+	return ok
+}
+
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.checks))

@@ -48,3 +48,43 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("metrics missing series: %q", body[:min(len(body), 200)])
 	}
 }
+
+// TestExportReady: ams_ready{role} follows the readiness checks at each
+// scrape.
+func TestExportReady(t *testing.T) {
+	s := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := s.ExportReady("process"); err != nil {
+		t.Fatal(err)
+	}
+	var kafkaErr error
+	s.AddCheck("kafka", func(context.Context) error { return kafkaErr })
+	s.AddCheck("redis", func(context.Context) error { return nil })
+	srv := httptest.NewServer(s.Mux())
+	defer srv.Close()
+	scrape := func() string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "ams_ready{") {
+				return l
+			}
+		}
+		t.Fatal("no ams_ready series")
+		return ""
+	}
+	if got := scrape(); got != `ams_ready{role="process"} 1` {
+		t.Fatalf("ready: %q", got)
+	}
+	kafkaErr = errors.New("restoring partitions [0]")
+	if got := scrape(); got != `ams_ready{role="process"} 0` {
+		t.Fatalf("not ready: %q", got)
+	}
+	if err := s.ExportReady("process"); err == nil {
+		t.Error("a second ams_ready registered")
+	}
+}

@@ -245,6 +245,14 @@ func (p *Processor) Timer(now time.Time, key string, s *State) (*State, []keyed.
 		return s, nil, nil
 	}
 	c := &call{p: p, now: presence.Millis(now), sn: key}
+	orig := s
+	if s.staleSeal {
+		r, err := c.reseal(s)
+		if err != nil {
+			return orig, nil, err
+		}
+		s = r
+	}
 	next := s
 	deadline := s.presence.Deadline
 	if ps, tr, ok := p.presence.Apply(s.presence, presence.Event{Kind: presence.Tick, Now: now}); ok {
@@ -260,17 +268,21 @@ func (p *Processor) Timer(now time.Time, key string, s *State) (*State, []keyed.
 		}
 	})
 	if c.err != nil {
-		return s, nil, c.err
+		return orig, nil, c.err
 	}
 	return next, c.out, nil
 }
 
 // Deadline implements keyed.Handler: the earliest of the heartbeat deadline
 // of an online device, the reply deadlines of its sent commands and the
-// expiries of its queued ones.
+// expiries of its queued ones; for a state sealed under a previous KEK,
+// at once (resealDue), so that Timer re-seals it.
 func (p *Processor) Deadline(s *State) (time.Time, bool) {
 	if s == nil {
 		return time.Time{}, false
+	}
+	if s.staleSeal {
+		return resealDue, true
 	}
 	at, ok := presence.DeadlineOf(s.presence)
 	if cat, cok := commands.Deadline(s.pending); cok && (!ok || cat.Before(at)) {

@@ -36,6 +36,10 @@ type State struct {
 	updatedAt time.Time
 	// Rate limits (limits.go); nil: full.
 	hsBucket, frameBucket *schemas.TokenBucket
+	// staleSeal: a sealed field of the restored changelog value opened
+	// only with a previous KEK. The state's timer is then due at once
+	// (Deadline) and Timer re-seals it under the current KEK (rewrap.go).
+	staleSeal bool
 }
 
 // Registration is what ams.registry says about a device.
@@ -173,7 +177,7 @@ func (p *Processor) DecodeState(key string, value []byte) (*State, error) {
 		s.pending = nil
 	}
 	if ds.SealedSession != nil {
-		pt, err := p.open(key, purposeSession, ds.SealedSession)
+		pt, kek, err := p.openWith(key, purposeSession, ds.SealedSession)
 		if err != nil {
 			return nil, fmt.Errorf("device: state of %q: session: %w", key, err)
 		}
@@ -190,6 +194,7 @@ func (p *Processor) DecodeState(key string, value []byte) (*State, error) {
 		}
 		s.session = &k
 		s.sessionAt = timeVal(ds.SessionEstablishedAt)
+		s.staleSeal = kek > 0
 	}
 	if ds.HandshakeDigest != "" {
 		d, err := hex.DecodeString(ds.HandshakeDigest)
@@ -200,9 +205,11 @@ func (p *Processor) DecodeState(key string, value []byte) (*State, error) {
 	}
 	if ds.SealedHandshakeReply != nil {
 		// Check it opens now rather than when a redelivered handshake needs it.
-		if _, err := p.open(key, purposeReply, ds.SealedHandshakeReply); err != nil {
+		_, kek, err := p.openWith(key, purposeReply, ds.SealedHandshakeReply)
+		if err != nil {
 			return nil, fmt.Errorf("device: state of %q: handshake reply: %w", key, err)
 		}
+		s.staleSeal = s.staleSeal || kek > 0
 	}
 	return s, nil
 }
@@ -261,18 +268,25 @@ func (p *Processor) seal(sn, purpose string, plaintext []byte) ([]byte, error) {
 }
 
 func (p *Processor) open(sn, purpose string, sealed []byte) ([]byte, error) {
+	pt, _, err := p.openWith(sn, purpose, sealed)
+	return pt, err
+}
+
+// openWith opens sealed and says which KEK opened it: 0 the current one,
+// i > 0 PreviousKEKs[i-1].
+func (p *Processor) openWith(sn, purpose string, sealed []byte) ([]byte, int, error) {
 	nonceSize := p.aeads[0].NonceSize()
 	if len(sealed) < 1+nonceSize || sealed[0] != sealVersion {
-		return nil, errors.New("sealed value has an unknown format")
+		return nil, -1, errors.New("sealed value has an unknown format")
 	}
 	aad := sealAAD(sn, purpose)
-	for _, a := range p.aeads {
+	for i, a := range p.aeads {
 		pt, err := a.Open(nil, sealed[1:1+nonceSize], sealed[1+nonceSize:], aad)
 		if err == nil {
-			return pt, nil
+			return pt, i, nil
 		}
 	}
-	return nil, errSeal
+	return nil, -1, errSeal
 }
 
 func newAEADs(kek [32]byte, previous [][32]byte) ([]cipher.AEAD, error) {

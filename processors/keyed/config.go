@@ -66,6 +66,16 @@ type Config struct {
 	// arrives, and the worst extra delay of a timer (default 100ms).
 	TimerTick time.Duration
 
+	// SkipCorruptState: when a key's latest changelog record does not
+	// decode at restore, keep the key's last good state (its latest
+	// record that decodes; none: no state) and record the skip (log and
+	// ams_keyed_restore_skipped_total) instead of stopping the partition
+	// (the default). An undecodable record that a later record of its key
+	// supersedes never stops a restore. Turn it on only to recover a
+	// corrupt changelog (docs/OPERATIONS.md): with a KEK missing from the
+	// configuration it would drop every session sealed under it.
+	SkipCorruptState bool
+
 	// Clock is the handlers' "now" and the timers' clock (default
 	// time.Now). Tests pass a fake one.
 	Clock func() time.Time

@@ -26,6 +26,10 @@ type metrics struct {
 	hopPoll      prometheus.Observer      // record timestamp -> polled
 	hopCommit    prometheus.Observer      // polled -> transaction committed
 	hopTotal     prometheus.Observer      // record timestamp -> transaction committed
+
+	// KEK rotation and recovery (rewrap.go, restore.go).
+	staleKeys      *prometheus.GaugeVec // keys whose state the Handler reports stale, by partition
+	restoreSkipped prometheus.Counter   // undecodable latest changelog records skipped by restores
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -55,6 +59,10 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 			Help: "State changes written to the changelog in committed transactions.", ConstLabels: cl}),
 		restoring: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ams_keyed_restoring_partitions",
 			Help: "Assigned partitions whose state is being restored (not yet taking input).", ConstLabels: cl}),
+		staleKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ams_keyed_state_stale_keys",
+			Help: "Keys of an owned partition whose state is still sealed under a previous key (KEK rotation: drop the previous KEK once 0 on every partition).", ConstLabels: cl}, []string{"partition"}),
+		restoreSkipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_restore_skipped_total",
+			Help: "Keys whose latest changelog record did not decode and was skipped by a restore (SkipCorruptState); each keeps its last good state.", ConstLabels: cl}),
 		carried: prometheus.NewCounter(prometheus.CounterOpts{Name: "ams_keyed_carried_records_total",
 			Help: "Input records that produced nothing and whose offsets were carried into the next transaction instead of an offsets-only one.", ConstLabels: cl}),
 		hops: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_hop_seconds",
@@ -71,7 +79,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.staleKeys, m.restoreSkipped} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

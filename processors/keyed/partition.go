@@ -30,6 +30,9 @@ type partition[S any] struct {
 	exited  chan struct{}
 	next    atomic.Int64 // next timer (unix ns of the Clock), MaxInt64 when none
 	pending atomic.Int64 // highest changelog offset produced in the open transaction, -1
+	// staleClean: a count of stale keys (rewrap.go) found none since the
+	// partition was restored.
+	staleClean bool
 }
 
 type jobOp int
@@ -97,6 +100,7 @@ func (r *Runner[S]) publish(p *partition[S]) {
 		p.next.Store(math.MaxInt64)
 	}
 	r.m.stateKeys.WithLabelValues(strconv.Itoa(int(p.id))).Set(float64(p.st.Len()))
+	r.publishStale(p)
 }
 
 // batch handles one partition's share of a transaction: its records in

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/ivms/ams/processors/keyed/internal/store"
 )
 
 // changelogReader reads one changelog partition from an offset to the end,
@@ -51,6 +56,11 @@ var errRestoreFailed = errors.New("restore failed")
 // error from apply is returned wrapped in errRestoreFailed; network and
 // leadership errors are retried until ctx is done.
 func (c *changelogReader) read(ctx context.Context, p int32, from int64, apply func(key string, value []byte) error) (int64, int, error) {
+	return c.readAt(ctx, p, from, func(_ int64, key string, value []byte) error { return apply(key, value) })
+}
+
+// readAt is read with each record's offset passed to apply.
+func (c *changelogReader) readAt(ctx context.Context, p int32, from int64, apply func(offset int64, key string, value []byte) error) (int64, int, error) {
 	var (
 		leader  int32 = -1
 		topicID [16]byte
@@ -157,7 +167,7 @@ func (c *changelogReader) read(ctx context.Context, p int32, from int64, apply f
 			continue
 		}
 		for _, r := range fp.Records {
-			if err := apply(string(r.Key), r.Value); err != nil {
+			if err := apply(r.Offset, string(r.Key), r.Value); err != nil {
 				return pos, n, fmt.Errorf("%w: changelog %s/%d offset %d: %w", errRestoreFailed, c.topic, p, r.Offset, err)
 			}
 			n++
@@ -228,4 +238,90 @@ func (c *changelogReader) bounds(ctx context.Context, leader, p int32) (start, e
 		return 0, 0, fmt.Errorf("high watermark of %s/%d: %w", c.topic, p, err)
 	}
 	return start, end, nil
+}
+
+// undecodable is a changelog record whose value the Handler could not
+// decode (DecodeState failed): corrupt, or sealed under a key no longer
+// configured.
+type undecodable struct {
+	offset int64
+	err    error
+}
+
+// stateLoader applies a partition's changelog records to its store during a
+// restore. A record that does not decode does not stop the restore at once:
+// it only matters if it is its key's latest record. A later record of the
+// same key (a re-sealed state after a KEK rotation, whose superseded records
+// compaction has not removed yet) replaces it, and the restore goes on.
+// What is left at the end is the key's current state, and finish decides:
+// stop the partition (the default), or, with Config.SkipCorruptState, keep
+// the key's last good state (the latest record that decoded; none: the key
+// has no state) and record each skipped record (log, metric).
+type stateLoader[S any] struct {
+	load   func(key string, value []byte) error
+	failed map[string]undecodable
+}
+
+func newStateLoader[S any](load func(key string, value []byte) error) *stateLoader[S] {
+	return &stateLoader[S]{load: load, failed: map[string]undecodable{}}
+}
+
+func (l *stateLoader[S]) apply(offset int64, key string, value []byte) error {
+	if err := l.load(key, value); err != nil {
+		l.failed[key] = undecodable{offset: offset, err: err}
+		return nil
+	}
+	delete(l.failed, key)
+	return nil
+}
+
+// restore reads p's changelog from p.pos into p.st (from the start when that
+// position is gone), then applies the undecodable-record policy.
+func (r *Runner[S]) restore(ctx context.Context, p *partition[S]) (from, pos int64, n int, err error) {
+	from = p.pos
+	l := newStateLoader[S](p.st.Load)
+	pos, n, err = r.reader.readAt(ctx, p.id, from, l.apply)
+	if errors.Is(err, errPositionGone) {
+		// The parked state's position was deleted: start over.
+		r.log.Warn("changelog position gone; restoring from the start", "partition", p.id, "from", from)
+		p.st = store.New[S, Input, Output](r.h)
+		from = 0
+		l = newStateLoader[S](p.st.Load)
+		pos, n, err = r.reader.readAt(ctx, p.id, 0, l.apply)
+	}
+	if err != nil {
+		return from, pos, n, err
+	}
+	return from, pos, n, r.finishRestore(p.id, l)
+}
+
+// finishRestore applies the policy of stateLoader to the keys whose latest
+// changelog record did not decode.
+func (r *Runner[S]) finishRestore(id int32, l *stateLoader[S]) error {
+	if len(l.failed) == 0 {
+		return nil
+	}
+	keys := slices.Sorted(maps.Keys(l.failed))
+	if !r.cfg.SkipCorruptState {
+		first := l.failed[keys[0]]
+		return fmt.Errorf("%w: changelog %s/%d: the latest record of %d keys does not decode (first: key %q at offset %d: %w); "+
+			"fix the configuration (a KEK missing from the previous KEKs?), or restart with SkipCorruptState (ams process -restore-skip-corrupt) to keep their last good state",
+			errRestoreFailed, r.cfg.Changelog, id, len(keys), keys[0], first.offset, first.err)
+	}
+	for _, k := range keys {
+		u := l.failed[k]
+		r.log.Error("restore: skipped an undecodable changelog record; the key keeps its last good state",
+			"partition", id, "key", k, "offset", u.offset, "reason", reasonOf(u.err), "err", u.err)
+	}
+	r.m.restoreSkipped.Add(float64(len(keys)))
+	return nil
+}
+
+// reasonOf shortens a decode error to the reason logged with a skipped
+// record.
+func reasonOf(err error) string {
+	if s := err.Error(); strings.Contains(s, "KEK") {
+		return "sealed_unopenable"
+	}
+	return "undecodable"
 }

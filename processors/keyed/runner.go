@@ -707,6 +707,7 @@ func (r *Runner[S]) onRevoked(_ context.Context, cl *kgo.Client, revoked map[str
 func (r *Runner[S]) forget(id int32) {
 	label := strconv.Itoa(int(id))
 	r.m.stateKeys.DeleteLabelValues(label)
+	r.m.staleKeys.DeleteLabelValues(label)
 	r.m.lag.DeletePartialMatch(map[string]string{"partition": label})
 }
 
@@ -720,15 +721,7 @@ func (r *Runner[S]) startRestore(p *partition[S]) {
 		defer close(p.restored)
 		defer r.m.restoring.Dec()
 		start := time.Now()
-		from := p.pos
-		pos, n, err := r.reader.read(ctx, p.id, from, p.st.Load)
-		if errors.Is(err, errPositionGone) {
-			// The parked state's position was deleted: start over.
-			r.log.Warn("changelog position gone; restoring from the start", "partition", p.id, "from", from)
-			p.st = store.New[S, Input, Output](r.h)
-			from = 0
-			pos, n, err = r.reader.read(ctx, p.id, 0, p.st.Load)
-		}
+		from, pos, n, err := r.restore(ctx, p) // restore.go
 		p.pos, p.restoreErr = pos, err
 		r.m.restoreRecs.Add(float64(n))
 		if err != nil {
