@@ -108,7 +108,7 @@ func (k *privateKafka) start() {
 	if err := k.cmd.Start(); err != nil {
 		k.t.Fatalf("start private kafka: %v", err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(180 * time.Second)
 	for {
 		if c, err := net.DialTimeout("tcp", k.addr, time.Second); err == nil {
 			_ = c.Close()
@@ -125,7 +125,7 @@ func (k *privateKafka) start() {
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(k.logOut)
-			k.t.Fatalf("private kafka on %s did not answer in 90s\n%s", k.addr, tail(string(b), 2000))
+			k.t.Fatalf("private kafka on %s did not answer in 180s\n%s", k.addr, tail(string(b), 2000))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -162,7 +162,7 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	)
 	k := startPrivateKafka(t)
 	e := newEnv(t, testenv.ClickHouseAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.addr))
 	if err != nil {
