@@ -37,7 +37,11 @@ type privateKafka struct {
 
 func startPrivateKafka(t *testing.T) *privateKafka {
 	t.Helper()
-	libs := filepath.Join(os.Getenv("AMS_STACK_DIR"), "kafka", "libs")
+	stack := os.Getenv("AMS_STACK_DIR") // the Makefile exports it
+	if stack == "" {
+		stack = filepath.Join("..", "..", ".stack") // up.sh's default, from this package's folder
+	}
+	libs := filepath.Join(stack, "kafka", "libs")
 	if _, err := os.Stat(filepath.Join(libs, ".pom.sha256")); err != nil {
 		t.Fatalf("no Kafka jars in %s (AMS_STACK_DIR of a stack started by deploy/stack/up.sh): %v", libs, err)
 	}
