@@ -15,10 +15,12 @@ import (
 )
 
 // The schema files: the current version of every record type beside this
-// file, and older versions, kept so that records written with them still
-// decode, in history/.
+// file; older versions, kept so that records written with them still
+// decode, in history/; and newer versions, which this release reads but
+// does not write yet (the first step of an upgrade, README "Evolution"),
+// in next/.
 //
-//go:embed *.avsc history/*.avsc
+//go:embed *.avsc history/*.avsc next
 var schemaFiles embed.FS
 
 // Single-object encoding header: 0xC3 0x01, then the writer schema's
@@ -129,6 +131,13 @@ type Registry struct {
 // that every Go type encodes and decodes with its schema. It fails on any
 // mismatch, so a broken schema file stops a process at start-up.
 func NewRegistry() (*Registry, error) {
+	return buildRegistry(schemaFiles, nil)
+}
+
+// buildRegistry builds a Registry from the schema folder fsys (laid out as
+// this package's: *.avsc, history/*.avsc, next/*.avsc). goTypes replaces
+// the Go type of a current schema file (tests: another release's types).
+func buildRegistry(fsys fs.FS, goTypes map[string]reflect.Type) (*Registry, error) {
 	api := avro.Config{
 		TagKey:            "avro",
 		MaxByteSliceSize:  maxBytesLen,
@@ -147,7 +156,10 @@ func NewRegistry() (*Registry, error) {
 
 	byName := make(map[string]*recordType)
 	for _, rt := range recordTypes() {
-		s, err := parseFile(rt.file)
+		if typ, ok := goTypes[rt.file]; ok {
+			rt.typ = typ
+		}
+		s, err := parseFS(fsys, rt.file)
 		if err != nil {
 			return nil, err
 		}
@@ -176,14 +188,22 @@ func NewRegistry() (*Registry, error) {
 		}
 	}
 
-	history, err := fs.Glob(schemaFiles, "history/*.avsc")
+	// Other versions: older ones (history/) and newer ones (next/). Either
+	// is read by resolving it to the current schema: fields the current
+	// schema lacks are skipped, fields it added take their defaults.
+	history, err := fs.Glob(fsys, "history/*.avsc")
 	if err != nil {
 		return nil, fmt.Errorf("schemas: list history: %w", err)
 	}
+	next, err := fs.Glob(fsys, "next/*.avsc")
+	if err != nil {
+		return nil, fmt.Errorf("schemas: list next: %w", err)
+	}
 	sort.Strings(history)
+	sort.Strings(next)
 	compat := avro.NewSchemaCompatibility()
-	for _, file := range history {
-		s, err := parseFile(file)
+	for _, file := range append(history, next...) {
+		s, err := parseFS(fsys, file)
 		if err != nil {
 			return nil, err
 		}
@@ -215,8 +235,10 @@ func NewRegistry() (*Registry, error) {
 	return r, nil
 }
 
-func parseFile(file string) (avro.Schema, error) {
-	b, err := schemaFiles.ReadFile(file)
+func parseFile(file string) (avro.Schema, error) { return parseFS(schemaFiles, file) }
+
+func parseFS(fsys fs.FS, file string) (avro.Schema, error) {
+	b, err := fs.ReadFile(fsys, file)
 	if err != nil {
 		return nil, fmt.Errorf("schemas: read %s: %w", file, err)
 	}

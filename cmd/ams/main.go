@@ -36,6 +36,7 @@ func commands() []command {
 		ingestCommand(),
 		egressCommand(),
 		sinkCommand(),
+		rebuildCommand(),
 		processCommand(),
 		apiCommand(),
 		devCommand(),
