@@ -26,6 +26,10 @@ type metrics struct {
 	hopPoll      prometheus.Observer      // record timestamp -> polled
 	hopCommit    prometheus.Observer      // polled -> transaction committed
 	hopTotal     prometheus.Observer      // record timestamp -> transaction committed
+	phases       *prometheus.HistogramVec // one committed or aborted batch's phases, by phase
+	phaseProcess prometheus.Observer      // poll -> every worker done
+	phaseFlush   prometheus.Observer      // -> every produce acknowledged
+	phaseEnd     prometheus.Observer      // End: offsets, heartbeat, EndTxn
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -63,6 +67,13 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 				"kafka_to_commit (the sum: Kafka to processed, transaction commit included).",
 			ConstLabels: cl, Buckets: hop.Buckets()}, []string{"hop"}),
 	}
+	m.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_phase_seconds",
+		Help: "Phases of one ended transaction, by phase: process (poll to every worker done), flush (to every produce " +
+			"acknowledged), end (End: offset commit, heartbeat, EndTxn).",
+		ConstLabels: cl, Buckets: hop.Buckets()}, []string{"phase"})
+	m.phaseProcess = m.phases.WithLabelValues("process")
+	m.phaseFlush = m.phases.WithLabelValues("flush")
+	m.phaseEnd = m.phases.WithLabelValues("end")
 	m.hopPoll = m.hops.WithLabelValues("kafka_to_poll")
 	m.hopCommit = m.hops.WithLabelValues("poll_to_commit")
 	m.hopTotal = m.hops.WithLabelValues("kafka_to_commit")
@@ -71,7 +82,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.phases} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
