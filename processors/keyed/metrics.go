@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ivms/ams/pkg/hop"
 )
@@ -30,6 +32,18 @@ type metrics struct {
 	phaseProcess prometheus.Observer      // poll -> every worker done
 	phaseFlush   prometheus.Observer      // -> every produce acknowledged
 	phaseEnd     prometheus.Observer      // End: offsets, heartbeat, EndTxn
+	requests     *prometheus.HistogramVec // the session client's Kafka requests, by request kind
+}
+
+// requestHook observes the session client's requests (a franz-go
+// HookBrokerE2E): from when the client built a request to the end of its
+// response, so queueing in the client counts as well as the broker's time.
+// A stall that shows here is in Kafka or on the way to it; one that does not
+// is in the runner or in client-side backoff.
+type requestHook struct{ h *prometheus.HistogramVec }
+
+func (k requestHook) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
+	k.h.WithLabelValues(kmsg.NameForKey(key)).Observe((e.WriteWait + e.DurationE2E()).Seconds())
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -71,6 +85,10 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 		Help: "Phases of one ended transaction, by phase: process (poll to every worker done), flush (to every produce " +
 			"acknowledged), end (End: offset commit, heartbeat, EndTxn).",
 		ConstLabels: cl, Buckets: hop.Buckets()}, []string{"phase"})
+	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_kafka_request_seconds",
+		Help: "Kafka requests of the transactional session, by request kind (Produce, TxnOffsetCommit, Heartbeat, EndTxn, Fetch, ...): " +
+			"from when the client built the request to the end of the response. A Fetch waits up to its max wait for data.",
+		ConstLabels: cl, Buckets: hop.Buckets()}, []string{"request"})
 	m.phaseProcess = m.phases.WithLabelValues("process")
 	m.phaseFlush = m.phases.WithLabelValues("flush")
 	m.phaseEnd = m.phases.WithLabelValues("end")
@@ -82,7 +100,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.phases} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.phases, m.requests} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -235,6 +235,7 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(r.onAssigned),
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onRevoked),
+		kgo.WithHooks(requestHook{r.m.requests}),
 	})
 	if id := r.groupInstanceID(); id != "" {
 		opts = append(opts, kgo.InstanceID(id))
