@@ -113,6 +113,12 @@ const emptyTxnGap = 5 * time.Millisecond
 // aborts after all, processing it again is all that is lost.
 const carryFor = 100 * time.Millisecond
 
+// metadataMinAge is the session client's kgo.MetadataMinAge: how soon a
+// produce retried after CONCURRENT_TRANSACTIONS (or any retriable partition
+// error) can be sent again (see Run). A metadata request is cheap; it is
+// only made when something failed.
+const metadataMinAge = 20 * time.Millisecond
+
 // NewRunner checks cfg and returns a Runner; nothing connects before Run.
 func NewRunner[S any](cfg Config, h Handler[S]) (*Runner[S], error) {
 	cfg, err := cfg.withDefaults()
@@ -214,10 +220,23 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	// transaction's markers are still being written (KIP-890); franz-go
 	// retries it after its produce retry backoff, 250ms by default, which
 	// was the processor's tail latency (see ORDERING.md).
+	//
+	// And a short metadata min age: that, not the retry backoff, is what
+	// a produce that met CONCURRENT_TRANSACTIONS waits for. franz-go
+	// handles every retriable per-partition produce error (that one
+	// included) by marking the partition failing and triggering a
+	// metadata update, and sends the batch again only after that update,
+	// which waits until MetadataMinAge (5s by default) after the last
+	// one. Those were the processor's multi-second stalls (flush phase
+	// 4-5s with one or two Produce requests in it, see
+	// ams_keyed_phase_seconds and ams_keyed_kafka_request_seconds); they
+	// grew with the broker's load because the previous transaction's
+	// markers then take longer to write.
 	latency := []kgo.Opt{
 		kgo.ProducerLinger(10 * time.Millisecond),
 		kgo.RetryBackoffFn(fastRetryBackoff),
 		kgo.ConcurrentTransactionsBackoff(2 * time.Millisecond),
+		kgo.MetadataMinAge(metadataMinAge),
 	}
 	opts := slices.Concat(base, latency, r.cfg.KafkaOpts, []kgo.Opt{
 		kgo.ConsumerGroup(r.cfg.Group),
