@@ -354,8 +354,10 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		}
 		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
 		polled[ft.Partition] += len(ft.Records)
-		last := ft.Records[len(ft.Records)-1].Offset
-		r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+		if !revoked { // the partition may be gone; its records come again
+			last := ft.Records[len(ft.Records)-1].Offset
+			r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+		}
 	})
 	n := fetches.NumRecords()
 
