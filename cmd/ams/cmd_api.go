@@ -114,7 +114,11 @@ func apiCommand() command {
 				}
 				k.logSecurity(log)
 				rf.logSecurity(log)
-				cl, err := k.client(kgo.RequiredAcks(kgo.AllISRAcks()),
+				// No linger: a command or registry change is one record
+				// whose POST waits for it (franz-go lingers 10ms by
+				// default); under load records still batch behind the
+				// requests in flight.
+				cl, err := k.client(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
 					kgo.ProduceRequestTimeout(10*time.Second), kgo.RecordDeliveryTimeout(30*time.Second))
 				if err != nil {
 					return err

@@ -37,7 +37,7 @@ func ingestCommand() command {
 			queue := fs.Int("mqtt-queue", 1024, "messages buffered between the MQTT client and the pipeline")
 			unsub := fs.Bool("mqtt-unsubscribe-on-exit", false, "unsubscribe at shutdown (scale-in for good: the broker stops queueing for this client id)")
 			maxRecord := fs.Int("kafka-max-record-bytes", ingest.DefaultMaxRecordBytes, "the producer's limit on one Kafka record batch (keep it at most the topics' max.message.bytes); -max-payload must fit in it with the record's other fields, checked at start; a larger record is rejected (too_large)")
-			linger := fs.Duration("kafka-linger", 5*time.Millisecond, "producer linger: how long a batch waits to fill")
+			linger := fs.Duration("kafka-linger", time.Millisecond, "producer linger: how long a batch waits to fill (each heartbeat waits it; under load records also batch behind the requests in flight)")
 			drain := fs.Duration("drain-timeout", 15*time.Second, "at shutdown, how long to wait for records in flight before disconnecting")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
 				log, err := lf.logger(stderr)

@@ -32,7 +32,7 @@ type hopHist struct {
 
 // scrapeHops reads every histogram whose name is one of the per-hop latency
 // histograms (ams_*_hop_seconds, ams_*_stage_seconds and the processors'
-// batch and egress publish histograms) from each URL. A URL that fails is
+// batch, phase, Kafka request and egress publish histograms) from each URL. A URL that fails is
 // reported on w and skipped: the breakdown is a diagnostic, not the result.
 func scrapeHops(ctx context.Context, urls []string, w io.Writer) hopSnapshot {
 	snap := hopSnapshot{}
@@ -79,7 +79,8 @@ func scrapeHops(ctx context.Context, urls []string, w io.Writer) hopSnapshot {
 
 func isHopMetric(name string) bool {
 	return strings.HasSuffix(name, "_hop_seconds") || strings.HasSuffix(name, "_stage_seconds") ||
-		name == "ams_keyed_batch_seconds" || name == "ams_egress_publish_seconds" || name == "ams_ingest_produce_seconds"
+		name == "ams_keyed_batch_seconds" || name == "ams_egress_publish_seconds" || name == "ams_ingest_produce_seconds" ||
+		name == "ams_keyed_phase_seconds" || name == "ams_keyed_kafka_request_seconds"
 }
 
 func labelString(ls []*dto.LabelPair) string {

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ivms/ams/pkg/hop"
 )
@@ -30,6 +32,23 @@ type metrics struct {
 	// KEK rotation and recovery (rewrap.go, restore.go).
 	staleKeys      *prometheus.GaugeVec // keys whose state the Handler reports stale, by partition
 	restoreSkipped prometheus.Counter   // undecodable latest changelog records skipped by restores
+
+	phases       *prometheus.HistogramVec // one committed or aborted batch's phases, by phase
+	phaseProcess prometheus.Observer      // poll -> every worker done
+	phaseFlush   prometheus.Observer      // -> every produce acknowledged
+	phaseEnd     prometheus.Observer      // End: offsets, heartbeat, EndTxn
+	requests     *prometheus.HistogramVec // the session client's Kafka requests, by request kind
+}
+
+// requestHook observes the session client's requests (a franz-go
+// HookBrokerE2E): from when the client built a request to the end of its
+// response, so queueing in the client counts as well as the broker's time.
+// A stall that shows here is in Kafka or on the way to it; one that does not
+// is in the runner or in client-side backoff.
+type requestHook struct{ h *prometheus.HistogramVec }
+
+func (k requestHook) OnBrokerE2E(_ kgo.BrokerMetadata, key int16, e kgo.BrokerE2E) {
+	k.h.WithLabelValues(kmsg.NameForKey(key)).Observe((e.WriteWait + e.DurationE2E()).Seconds())
 }
 
 func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
@@ -71,6 +90,17 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 				"kafka_to_commit (the sum: Kafka to processed, transaction commit included).",
 			ConstLabels: cl, Buckets: hop.Buckets()}, []string{"hop"}),
 	}
+	m.phases = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_phase_seconds",
+		Help: "Phases of one ended transaction, by phase: process (poll to every worker done), flush (to every produce " +
+			"acknowledged), end (End: offset commit, heartbeat, EndTxn).",
+		ConstLabels: cl, Buckets: hop.Buckets()}, []string{"phase"})
+	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ams_keyed_kafka_request_seconds",
+		Help: "Kafka requests of the transactional session, by request kind (Produce, TxnOffsetCommit, Heartbeat, EndTxn, Fetch, ...): " +
+			"from when the client built the request to the end of the response. A Fetch waits up to its max wait for data.",
+		ConstLabels: cl, Buckets: hop.Buckets()}, []string{"request"})
+	m.phaseProcess = m.phases.WithLabelValues("process")
+	m.phaseFlush = m.phases.WithLabelValues("flush")
+	m.phaseEnd = m.phases.WithLabelValues("end")
 	m.hopPoll = m.hops.WithLabelValues("kafka_to_poll")
 	m.hopCommit = m.hops.WithLabelValues("poll_to_commit")
 	m.hopTotal = m.hops.WithLabelValues("kafka_to_commit")
@@ -79,7 +109,8 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.outputs, m.txns, m.batchSeconds, m.stateKeys,
-		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.staleKeys, m.restoreSkipped} {
+		m.restoreSecs, m.restoreRecs, m.timersFired, m.lag, m.changelog, m.restoring, m.hops, m.carried, m.staleKeys, m.restoreSkipped,
+		m.phases, m.requests} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -114,6 +113,12 @@ const emptyTxnGap = 5 * time.Millisecond
 // aborts after all, processing it again is all that is lost.
 const carryFor = 100 * time.Millisecond
 
+// metadataMinAge is the session client's kgo.MetadataMinAge: how soon a
+// produce retried after CONCURRENT_TRANSACTIONS (or any retriable partition
+// error) can be sent again (see Run). A metadata request is cheap; it is
+// only made when something failed.
+const metadataMinAge = 20 * time.Millisecond
+
 // NewRunner checks cfg and returns a Runner; nothing connects before Run.
 func NewRunner[S any](cfg Config, h Handler[S]) (*Runner[S], error) {
 	cfg, err := cfg.withDefaults()
@@ -215,10 +220,23 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	// transaction's markers are still being written (KIP-890); franz-go
 	// retries it after its produce retry backoff, 250ms by default, which
 	// was the processor's tail latency (see ORDERING.md).
+	//
+	// And a short metadata min age: that, not the retry backoff, is what
+	// a produce that met CONCURRENT_TRANSACTIONS waits for. franz-go
+	// handles every retriable per-partition produce error (that one
+	// included) by marking the partition failing and triggering a
+	// metadata update, and sends the batch again only after that update,
+	// which waits until MetadataMinAge (5s by default) after the last
+	// one. Those were the processor's multi-second stalls (flush phase
+	// 4-5s with one or two Produce requests in it, see
+	// ams_keyed_phase_seconds and ams_keyed_kafka_request_seconds); they
+	// grew with the broker's load because the previous transaction's
+	// markers then take longer to write.
 	latency := []kgo.Opt{
 		kgo.ProducerLinger(10 * time.Millisecond),
 		kgo.RetryBackoffFn(fastRetryBackoff),
 		kgo.ConcurrentTransactionsBackoff(2 * time.Millisecond),
+		kgo.MetadataMinAge(metadataMinAge),
 	}
 	opts := slices.Concat(base, latency, r.cfg.KafkaOpts, []kgo.Opt{
 		kgo.ConsumerGroup(r.cfg.Group),
@@ -236,6 +254,7 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(r.onAssigned),
 		kgo.OnPartitionsRevoked(r.onRevoked),
 		kgo.OnPartitionsLost(r.onRevoked),
+		kgo.WithHooks(requestHook{r.m.requests}),
 	})
 	if id := r.groupInstanceID(); id != "" {
 		opts = append(opts, kgo.InstanceID(id))
@@ -301,7 +320,9 @@ func (r *Runner[S]) loop(ctx context.Context) error {
 	return nil
 }
 
-// cycle is one poll and, when there is work, one transaction.
+// cycle is one poll and, when there is work, one transaction. It is the
+// "act" side of the loop: it polls, gathers the facts, and does what
+// planStart and planEnd (plan.go) decide.
 func (r *Runner[S]) cycle(ctx context.Context) error {
 	pollCtx, cancel := context.WithTimeout(ctx, r.cfg.TimerTick)
 	fetches := r.sess.PollRecords(pollCtx, r.cfg.MaxRecords)
@@ -312,6 +333,71 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 	if fetches.IsClientClosed() {
 		return kgo.ErrClientClosed
 	}
+	fetches = r.linger(ctx, fetches, start)
+	fetches.EachError(func(t string, p int32, err error) {
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
+			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+		}
+	})
+	revoked := r.revoked.Swap(false)
+	if !revoked {
+		if err := r.installRestored(); err != nil {
+			return err
+		}
+	}
+
+	byPart := map[int32][]*kgo.Record{}
+	polled := map[int32]int{}
+	fetches.EachPartition(func(ft kgo.FetchTopicPartition) {
+		if len(ft.Records) == 0 {
+			return
+		}
+		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
+		polled[ft.Partition] += len(ft.Records)
+		if !revoked { // the partition may be gone; its records come again
+			last := ft.Records[len(ft.Records)-1].Offset
+			r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+		}
+	})
+	n := fetches.NumRecords()
+
+	now := r.cfg.Clock()
+	r.mu.Lock()
+	views := make(map[int32]partView, len(r.parts))
+	for id, p := range r.parts {
+		views[id] = partView{ready: p.jobs != nil, next: p.next.Load()}
+	}
+	plan := planStart(startFacts{revoked: revoked, polled: polled, parts: views, clock: now,
+		inTxn: r.inTxn, carriedSince: r.carriedSince, wall: time.Now()})
+	work := make([]*partition[S], 0, len(plan.work))
+	for _, id := range plan.work {
+		work = append(work, r.parts[id])
+	}
+	r.mu.Unlock()
+
+	switch plan.action {
+	case startIdle:
+		return nil
+	case startEndCarried:
+		return r.endCarried(ctx)
+	case startAbortPolled:
+		// After a revocation the session aborts the first End, even of a
+		// transaction begun after it: end an empty one now rather than do
+		// a batch's work to abort it; the polled records come again.
+		// Stray records cannot happen (a partition is paused from its
+		// assignment until its state is restored): never commit their
+		// offsets.
+		if len(plan.stray) > 0 {
+			r.log.Error("records polled for partitions without restored state; aborting the batch", "partitions", plan.stray)
+		}
+		return r.abortPolled(ctx)
+	}
+	return r.transact(ctx, plan, work, byPart, n, now, start)
+}
+
+// linger polls again, up to MaxLinger after the first poll, to fill a batch
+// that has records but fewer than MaxRecords.
+func (r *Runner[S]) linger(ctx context.Context, fetches kgo.Fetches, start time.Time) kgo.Fetches {
 	n := fetches.NumRecords()
 	for n > 0 && n < r.cfg.MaxRecords && time.Since(start) < r.cfg.MaxLinger {
 		lctx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.MaxLinger))
@@ -320,62 +406,15 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		fetches = append(fetches, more...)
 		n = fetches.NumRecords()
 	}
-	fetches.EachError(func(t string, p int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
-			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		}
-	})
-	if r.revoked.Swap(false) {
-		// The session aborts the first End after any revocation, even of
-		// a transaction begun after it. End an empty one now, rather than
-		// doing a batch's work to abort it: the polled records (if any)
-		// are rewound and come again.
-		return r.abortPolled(ctx)
-	}
-	if err := r.installRestored(); err != nil {
-		return err
-	}
+	return fetches
+}
 
-	byPart := map[int32][]*kgo.Record{}
-	fetches.EachPartition(func(ft kgo.FetchTopicPartition) {
-		if len(ft.Records) == 0 {
-			return
-		}
-		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
-		last := ft.Records[len(ft.Records)-1].Offset
-		r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
-	})
-
-	now := r.cfg.Clock()
-	var work []*partition[S]
-	var stray []int32
-	r.mu.Lock()
-	for id := range byPart {
-		if p := r.parts[id]; p == nil || p.jobs == nil {
-			stray = append(stray, id)
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(r.parts)) {
-		p := r.parts[id]
-		if p.jobs != nil && (len(byPart[id]) > 0 || p.next.Load() <= now.UnixNano()) {
-			work = append(work, p)
-		}
-	}
-	r.mu.Unlock()
-	if len(stray) > 0 {
-		// Cannot happen: a partition is paused from its assignment until
-		// its state is restored. Never commit such records' offsets.
-		r.log.Error("records polled for partitions without restored state; aborting the batch", "partitions", stray)
-		return r.abortPolled(ctx)
-	}
-	if len(work) == 0 {
-		if r.inTxn && time.Since(r.carriedSince) >= carryFor {
-			return r.endCarried(ctx)
-		}
-		return nil
-	}
-
-	if !r.inTxn {
+// transact runs one batch in the open (or a new) transaction: the workers
+// process it, the produces are flushed, and planEnd decides whether the
+// transaction commits, aborts or stays open carrying the batch's offsets.
+func (r *Runner[S]) transact(ctx context.Context, plan startPlan, work []*partition[S],
+	byPart map[int32][]*kgo.Record, n int, now, start time.Time) error {
+	if plan.begin {
 		if err := r.sess.Begin(); err != nil {
 			return fmt.Errorf("begin transaction: %w", err)
 		}
@@ -396,6 +435,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 			fatal = fmt.Errorf("partition %d: %w", res.id, res.err)
 		}
 	}
+	processed := time.Now()
 
 	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.TransactionTimeout+30*time.Second)
 	defer cancel()
@@ -403,19 +443,23 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		return fmt.Errorf("flush transaction: %w", err)
 	}
 	r.txWG.Wait()
-	commit := fatal == nil
-	if err := r.txErr; err != nil && commit {
+	flushed := time.Now()
+	if err := r.txErr; err != nil && fatal == nil {
 		r.log.Warn("a produce in the transaction failed; aborting it", "err", err)
-		commit = false
 	}
-	if commit && n == 0 {
-		if err := r.stillMember(endCtx); err != nil {
+	facts := endFacts{fatal: fatal != nil, produceFailed: r.txErr != nil, polled: n,
+		produced: r.txProduced.Load(), carried: r.carried, carriedSince: r.carriedSince,
+		maxRecords: r.cfg.MaxRecords, lastEnd: r.lastEnd, wall: time.Now()}
+	plan2 := planEnd(facts)
+	if plan2.action == endCheckMember {
+		err := r.stillMember(endCtx)
+		if err != nil {
 			r.log.Info("not a current group member; aborting a transaction of timers", "err", err)
-			commit = false
 		}
+		facts.memberChecked, facts.member, facts.wall = true, err == nil, time.Now()
+		plan2 = planEnd(facts)
 	}
-	if commit && n > 0 && r.txProduced.Load() == 0 && r.carried+n < r.cfg.MaxRecords &&
-		(r.carried == 0 || time.Since(r.carriedSince) < carryFor) {
+	if plan2.action == endCarry {
 		// Nothing produced, so no state changed: carry the offsets into
 		// the next transaction instead of an offsets-only one now.
 		for _, p := range work {
@@ -429,15 +473,15 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		r.count(results)
 		return nil
 	}
-	if r.txProduced.Load() == 0 {
-		if w := emptyTxnGap - time.Since(r.lastEnd); w > 0 {
-			time.Sleep(w)
-		}
+	if plan2.wait > 0 {
+		time.Sleep(plan2.wait)
 	}
-	committed, err := r.end(endCtx, commit)
+	endStart := time.Now()
+	committed, err := r.end(endCtx, plan2.action == endCommit)
 	if err != nil {
 		return err
 	}
+	ended := time.Now()
 	op := opRollback
 	if committed {
 		op = opCommit
@@ -448,16 +492,22 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 	if fatal != nil {
 		return fatal
 	}
-	r.m.batchSeconds.Observe(time.Since(start).Seconds())
+	r.m.batchSeconds.Observe(ended.Sub(start).Seconds())
+	r.m.phaseProcess.Observe(processed.Sub(start).Seconds())
+	r.m.phaseFlush.Observe(flushed.Sub(processed).Seconds())
+	r.m.phaseEnd.Observe(ended.Sub(endStart).Seconds())
+	if d := ended.Sub(start); d >= slowBatch {
+		r.log.Warn("slow transaction", "records", n, "produced", facts.produced, "committed", committed,
+			"process", processed.Sub(start).Round(time.Millisecond), "flush", flushed.Sub(processed).Round(time.Millisecond),
+			"end", ended.Sub(endStart).Round(time.Millisecond), "total", d.Round(time.Millisecond))
+	}
+	r.backoff = nextBackoff(r.backoff, committed)
 	if !committed {
 		r.m.txns.WithLabelValues("aborted").Inc()
-		r.backoff = min(max(2*r.backoff, 5*time.Millisecond), time.Second)
 		r.log.Info("transaction aborted; its batch will be polled again", "records", n, "backoff", r.backoff)
 		return nil
 	}
-	r.backoff = 0
 	r.m.txns.WithLabelValues("committed").Inc()
-	ended := time.Now()
 	for _, recs := range byPart {
 		for _, rec := range recs {
 			r.m.hopPoll.Observe(start.Sub(rec.Timestamp).Seconds())
@@ -468,6 +518,9 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 	r.count(results)
 	return nil
 }
+
+// slowBatch: a transaction that takes longer is logged with its phases.
+const slowBatch = time.Second
 
 // end ends the open transaction (commit: try to commit) and resets the
 // carry.
