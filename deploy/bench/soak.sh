@@ -201,5 +201,7 @@ ch=$(clickhouse-client --query "SELECT kind, count(), uniqExact(event_id) FROM $
 echo "$ch" | sed 's/^/clickhouse device_events (kind, rows, distinct events): /'
 answered=$(curl -fs "http://127.0.0.1:$((base + 3))/metrics" | awk '/^ams_keyed_outputs_total/ {print}' | head -20 || true)
 echo "processor outputs:"; echo "$answered" | sed 's/^/  /'
+for port in 1 2 3 4 5 8; do curl -fs "http://127.0.0.1:$((base + port))/metrics" >"$dir/metrics-$((base + port)).txt" 2>/dev/null || true; done
+echo "every role's final /metrics: $dir/metrics-<ops port>.txt (ingest $((base + 1)), egress $((base + 2)), process $((base + 3)), clickhouse $((base + 4)), redis $((base + 5)), api $((base + 8)))"
 echo "exit status $fail (1: aborted transactions after the first sample, or lost/doubled heartbeat replies)"
 exit "$fail"
