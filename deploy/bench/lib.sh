@@ -17,9 +17,10 @@
 #   $dir/NAME.log; with HUBPORT it bridges /ivms/sub/# in from the broker on
 #   HUBPORT as account "bridge". Uses the caller's bg function, $dir and $id.
 # bench_migrate
-#   ams migrate into $dir/migrate.log, up to three times: on a loaded machine
-#   its check after creating the topics can run before Kafka's metadata
-#   shows them ("topic ... is missing").
+#   ams migrate into $dir/migrate.log, up to six times 10 s apart: on a
+#   loaded machine its check after creating the topics can run before
+#   Kafka's metadata shows them ("topic ... is missing"), and a rerun then
+#   fails with TOPIC_ALREADY_EXISTS until the metadata catches up.
 # bench_sns PREFIX FIRST N
 #   Prints the simulator's serial numbers PREFIX + 10-digit FIRST..FIRST+N-1.
 
@@ -29,11 +30,11 @@ bench_sns() {
 
 bench_migrate() {
   local i
-  for i in 1 2 3; do
+  for i in 1 2 3 4 5 6; do
     "$bin" migrate >>"$dir/migrate.log" 2>&1 && return 0
-    sleep 5
+    sleep 10
   done
-  echo "ams migrate failed three times: see $dir/migrate.log" >&2
+  echo "ams migrate failed six times: see $dir/migrate.log" >&2
   return 1
 }
 
