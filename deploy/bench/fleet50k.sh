@@ -128,7 +128,10 @@ for b in 1 2 3; do
 done
 
 echo "writing the brokers' accounts ($devices devices)..."
-for b in 1 2 3; do bench_mosquitto_auth "$dir/mqtt-auth$b" "$dir/devices$b.txt"; done
+bench_mosquitto_auth "$dir/mqtt-auth1" "$dir/devices1.txt" # creates the shared passwords first
+bench_mosquitto_auth "$dir/mqtt-auth2" "$dir/devices2.txt" & a2=$!
+bench_mosquitto_auth "$dir/mqtt-auth3" "$dir/devices3.txt" & a3=$!
+wait "$a2" && wait "$a3"
 bench_mosquitto mosquitto1 "${mq[1]}" "$dir/mqtt-auth1"
 bench_mosquitto mosquitto2 "${mq[2]}" "$dir/mqtt-auth2" "${mq[1]}"
 bench_mosquitto mosquitto3 "${mq[3]}" "$dir/mqtt-auth3" "${mq[1]}"
