@@ -33,8 +33,8 @@
 # machine does not count), the processor's RSS per device, and the
 # simulators' summaries. Takes about storm_at + 4 min.
 #
-#   AMS_FLEET_HEARTBEAT  heartbeat interval (default 20s)
-#   AMS_FLEET_TIMEOUT    processor -heartbeat-timeout (default 60s)
+#   AMS_FLEET_HEARTBEAT  heartbeat interval (default 30s, the cameras' own)
+#   AMS_FLEET_TIMEOUT    processor -heartbeat-timeout (default 90s, the presence default)
 #   AMS_FLEET_RAMP       connections/s per simulator process (default 300)
 #   AMS_FLEET_PER_SIM    most cameras per simulator process (default 9000)
 #   AMS_FLEET_STORM_AT   seconds from start to the storm (default 120 + devices/200)
@@ -48,8 +48,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/bench/lib.sh
 devices=${1:-50000}
-hb=${AMS_FLEET_HEARTBEAT:-20s}
-timeout=${AMS_FLEET_TIMEOUT:-60s}
+hb=${AMS_FLEET_HEARTBEAT:-30s}
+timeout=${AMS_FLEET_TIMEOUT:-90s}
 ramp=${AMS_FLEET_RAMP:-300}
 perSim=${AMS_FLEET_PER_SIM:-9000}
 stormAt=${AMS_FLEET_STORM_AT:-$((120 + devices / 200))}
