@@ -28,11 +28,10 @@
 # At the end it prints the first and last samples, aborted transactions,
 # the lag over time, command latency p50/p99/p999 by HTTP status, the
 # simulator's summary (sent, answered, unanswered = lost replies,
-# unsolicited = doubled replies) and the heartbeats ClickHouse holds against
-# those the simulator sent (lost or doubled frames). Exit status 1 when a
-# heartbeat reply was lost or doubled, a transaction aborted after the first
-# sample, or ClickHouse holds a different number of heartbeats than the
-# processor answered.
+# unsolicited = doubled replies) and ClickHouse's device_events rows against
+# the distinct events (rows > distinct = a doubled frame reached the table).
+# Exit status 1 when a heartbeat reply was lost (unanswered and never late)
+# or doubled (unsolicited), or a transaction aborted after the first sample.
 #
 #   AMS_BENCH_BIN, AMS_BENCH_DIR, AMS_BENCH_ENV as in closed-loop.sh.
 set -euo pipefail
