@@ -23,7 +23,7 @@
 #   $dir/samples.tsv  time, load average (1 min), the processor's committed
 #                     and aborted transactions, its input lag and the
 #                     ClickHouse sink's lag (their gauges), every role's RSS
-#   $dir/lag.tsv      time and each consumer group's lag read from Kafka
+#   $dir/kafkalag.log time and each consumer group's lag read from Kafka
 #                     (deploy/bench/kafkalag): process, egress, clickhouse, redis
 # At the end it prints the first and last samples, aborted transactions,
 # the lag over time, command latency p50/p99/p999 by HTTP status, the
@@ -179,7 +179,7 @@ last=$(tail -1 "$dir/samples.tsv" | cut -f4)
 echo "aborted transactions: $last in total, $((last - first)) after the first sample"
 [ "$((last - first))" = 0 ] || fail=1
 awk -F'\t' 'NR > 1 {l += $2; n++} END {if (n) printf "load average (1 min) over the run: mean %.1f\n", l / n}' "$dir/samples.tsv"
-echo "consumer lag over time (records; $dir/lag.tsv, every ${sample}s):"
+echo "consumer lag over time (records; $dir/kafkalag.log, every ${sample}s):"
 awk -F'\t' 'NR == 1 {print; next} {print}' "$dir/kafkalag.log" | column -t | sed 's/^/  /'
 if [ -s "$dir/commands.txt" ]; then
   echo "commands: $(wc -l <"$dir/commands.txt") sent; by HTTP status: $(cut -d' ' -f1 "$dir/commands.txt" | sort | uniq -c | tr '\n' ' ')"
