@@ -285,7 +285,7 @@ simcpu=0
 for p in "${sims[@]}"; do simcpu=$((simcpu + $(cpu "$p"))); done
 awk -v t="$simcpu" -v hz="$hz" -v f="$frames" 'BEGIN {printf "cpu %-11s %8.1f s, %7.1f µs per uplink frame\n", "simulators", t / hz, f ? 1e6 * t / hz / f : 0}'
 awk -v a="$rss0" -v b="$rssRamp" -v c="$(rsskb "${pid[process]}")" -v d="$devices" -v k="$keys" 'BEGIN {
-  printf "processor rss: %.0f MB before, %.0f MB all online, %.0f MB at the end; %.0f B per device (all online - before; %d state keys)\n",
+  printf "processor rss: %.0f MB before, %.0f MB after ramp-up, %.0f MB at the end; %.0f B per device ((after ramp-up - before) / devices; %d state keys)\n",
     a / 1024, b / 1024, c / 1024, 1024 * (b - a) / d, k}'
 for p in "${stopped[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
 stopped=()
