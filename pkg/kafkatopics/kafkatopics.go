@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // Names holds the name of every topic. Production uses Default(); tests use
@@ -147,12 +148,12 @@ func Ensure(ctx context.Context, adm *kadm.Client, n Names, l Layout) error {
 		if existing.Has(s.Name) {
 			continue
 		}
-		resp, err := adm.CreateTopic(ctx, l.Partitions, l.Replication, s.configs(l), s.Name)
-		if err != nil {
+		// CreateTopic returns the topic's own error as err. Already
+		// existing is fine: ListTopics can miss a topic created a moment
+		// ago (a rerun while the brokers' metadata catches up).
+		if _, err := adm.CreateTopic(ctx, l.Partitions, l.Replication, s.configs(l), s.Name); err != nil &&
+			!errors.Is(err, kerr.TopicAlreadyExists) {
 			return fmt.Errorf("create topic %s: %w", s.Name, err)
-		}
-		if resp.Err != nil && !strings.Contains(resp.Err.Error(), "TOPIC_ALREADY_EXISTS") {
-			return fmt.Errorf("create topic %s: %w", s.Name, resp.Err)
 		}
 	}
 	// A new topic's metadata reaches every broker shortly after CreateTopics
