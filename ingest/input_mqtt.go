@@ -41,6 +41,10 @@ type MQTTConfig struct {
 	ConnectTimeout     time.Duration
 }
 
+// DefaultQueueSize is the MQTTConfig.QueueSize of a zero value (and of `ams
+// ingest -mqtt-queue`).
+const DefaultQueueSize = 1024
+
 // MQTTInput reads device frames and connection events from an MQTT broker
 // with paho.mqtt.golang (MQTT 3.1.1).
 //
@@ -72,7 +76,7 @@ type MQTTInput struct {
 // NewMQTTInput returns an input; Connect starts it.
 func NewMQTTInput(cfg MQTTConfig, log *slog.Logger, m *Metrics) *MQTTInput {
 	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 256
+		cfg.QueueSize = DefaultQueueSize
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 30 * time.Second

@@ -38,7 +38,6 @@ func commands() []command {
 		sinkCommand(),
 		processCommand(),
 		apiCommand(),
-		devCommand(),
 		registryCommand(),
 		mediaHookCommand(),
 		uploadGatewayCommand(),

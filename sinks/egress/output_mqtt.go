@@ -32,6 +32,10 @@ type MQTTConfig struct {
 	PublishTimeout time.Duration
 }
 
+// DefaultPublishTimeout is the MQTTConfig.PublishTimeout of a zero value (and
+// of `ams egress -publish-timeout`).
+const DefaultPublishTimeout = 10 * time.Second
+
 // ErrNotConnected is the result of a publish on a connection that is down.
 var ErrNotConnected = errors.New("mqtt connection down")
 
@@ -83,7 +87,7 @@ func NewPool(cfg MQTTConfig, log *slog.Logger, m *Metrics) *Pool {
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 30 * time.Second
+		cfg.PublishTimeout = DefaultPublishTimeout
 	}
 	if m == nil {
 		m = NewMetrics(nil)

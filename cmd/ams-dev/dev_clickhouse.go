@@ -15,10 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
 )
 
-// devClickHouse is the private clickhouse-server of `ams dev`: its config,
+// devClickHouse is the private clickhouse-server of `ams-dev`: its config,
 // data and logs live under one folder; it listens on loopback only.
 type devClickHouse struct {
 	cmd     *exec.Cmd
@@ -140,7 +141,7 @@ func (s *devClickHouse) stop(log *slog.Logger) {
 }
 
 // stopStale stops the clickhouse-server recorded in pidFile, if it still
-// runs (a previous `ams dev` on this folder died without stopping it).
+// runs (a previous `ams-dev` on this folder died without stopping it).
 func stopStale(pidFile string, log *slog.Logger) {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -214,11 +215,11 @@ func resetDevClickHouse(ctx context.Context, o chsink.Options, log *slog.Logger,
 	if err != nil {
 		return fmt.Errorf("clickhouse: emptying database %s: %w", o.Database, err)
 	}
-	return migrateClickHouse(ctx, o, false, log, out)
+	return roles.MigrateClickHouse(ctx, o, false, log, out)
 }
 
 const devClickHouseUsers = `<?xml version="1.0"?>
-<!-- Written by ams dev: user "default", no password, loopback only. -->
+<!-- Written by ams-dev: user "default", no password, loopback only. -->
 <yandex>
     <profiles>
         <default>
@@ -253,7 +254,7 @@ const devClickHouseUsers = `<?xml version="1.0"?>
 `
 
 const devClickHouseConfig = `<?xml version="1.0"?>
-<!-- Written by ams dev: every path under its folder, loopback only. -->
+<!-- Written by ams-dev: every path under its folder, loopback only. -->
 <yandex>
     <logger>
         <level>warning</level>
