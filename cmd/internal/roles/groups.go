@@ -16,6 +16,7 @@ import (
 
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/pkg/mqttconn"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
 	amsredis "github.com/ivms/ams/sinks/redis"
 )
@@ -191,9 +192,9 @@ type MQTT struct {
 	ConnectTimeout time.Duration
 }
 
-// DefaultMQTT is the local stack's broker, keep-alive 30 s, connect timeout 10 s.
+// DefaultMQTT is the local stack's broker with pkg/mqttconn's timings.
 func DefaultMQTT() MQTT {
-	return MQTT{URL: "tcp://127.0.0.1:1883", KeepAlive: 30 * time.Second, ConnectTimeout: 10 * time.Second}
+	return MQTT{URL: "tcp://127.0.0.1:1883", KeepAlive: mqttconn.DefaultKeepAlive, ConnectTimeout: mqttconn.DefaultConnectTimeout}
 }
 
 // Flags declares the MQTT flags of a role that connects with its own credentials.
