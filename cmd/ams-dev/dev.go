@@ -50,12 +50,7 @@ import (
 )
 
 // main runs ams-dev; its flags are also read from their AMS_* variables.
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
-	stop()
-	os.Exit(code)
-}
+func main() { roles.Main(run) }
 
 // run executes ams-dev and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {

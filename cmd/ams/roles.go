@@ -33,46 +33,25 @@ func roleFlags[O any, P options[O]](defaults func() O, run func(context.Context,
 	}
 }
 
-func ingestCommand() command {
-	return command{name: "ingest",
-		summary: "move device frames and broker connection events from MQTT to Kafka (ams.uplink.raw)",
-		flags:   roleFlags(roles.DefaultIngest, roles.RunIngest)}
-}
-
-func egressCommand() command {
-	return command{name: "egress",
-		summary: "publish downlinks from Kafka (ams.downlink) to the devices over MQTT, with receipts",
-		flags:   roleFlags(roles.DefaultEgress, roles.RunEgress)}
-}
-
-func processCommand() command {
-	return command{name: "process",
-		summary: "run the device processor: uplinks to events, presence and replies, exactly-once over Kafka transactions",
-		flags:   roleFlags(roles.DefaultProcess, roles.RunProcess)}
-}
-
-func apiCommand() command {
-	return command{name: "api",
-		summary: "serve the HTTP JSON API (commands, devices, registrations) and the broker's HTTP auth endpoints",
-		flags:   roleFlags(roles.DefaultAPI, roles.RunAPI)}
-}
-
-func mediaHookCommand() command {
-	return command{name: "media-hook",
-		summary: "answer a media server's publish callback (nginx-rtmp, SRS) for the signed stream push URLs",
-		flags:   roleFlags(roles.DefaultMediaHook, roles.RunMediaHook)}
-}
-
-func uploadGatewayCommand() command {
-	return command{name: "upload-gateway",
-		summary: "accept camera picture uploads (KS3 API, 703 credentials) and forward them to an S3-compatible store",
-		flags:   roleFlags(roles.DefaultUploadGateway, roles.RunUploadGateway)}
-}
-
-func migrateCommand() command {
-	return command{name: "migrate",
-		summary: "create or check the Kafka topics and apply the ClickHouse migrations",
-		flags:   roleFlags(roles.DefaultMigrate, roles.RunMigrate)}
+// roleCommands are the long-running roles and migrate: each an Options
+// struct of cmd/internal/roles, filled by its flags.
+func roleCommands() []command {
+	return []command{
+		{name: "migrate", summary: "create or check the Kafka topics and apply the ClickHouse migrations",
+			flags: roleFlags(roles.DefaultMigrate, roles.RunMigrate)},
+		{name: "ingest", summary: "move device frames and broker connection events from MQTT to Kafka (ams.uplink.raw)",
+			flags: roleFlags(roles.DefaultIngest, roles.RunIngest)},
+		{name: "egress", summary: "publish downlinks from Kafka (ams.downlink) to the devices over MQTT, with receipts",
+			flags: roleFlags(roles.DefaultEgress, roles.RunEgress)},
+		{name: "process", summary: "run the device processor: uplinks to events, presence and replies, exactly-once over Kafka transactions",
+			flags: roleFlags(roles.DefaultProcess, roles.RunProcess)},
+		{name: "api", summary: "serve the HTTP JSON API (commands, devices, registrations) and the broker's HTTP auth endpoints",
+			flags: roleFlags(roles.DefaultAPI, roles.RunAPI)},
+		{name: "media-hook", summary: "answer a media server's publish callback (nginx-rtmp, SRS) for the signed stream push URLs",
+			flags: roleFlags(roles.DefaultMediaHook, roles.RunMediaHook)},
+		{name: "upload-gateway", summary: "accept camera picture uploads (KS3 API, 703 credentials) and forward them to an S3-compatible store",
+			flags: roleFlags(roles.DefaultUploadGateway, roles.RunUploadGateway)},
+	}
 }
 
 // sinkKinds lists the sinks `ams sink NAME` can run, one entry each.

@@ -146,7 +146,6 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 		return err
 	}
 	o.Kafka.LogSecurity(e.log)
-	o.Redis.LogSecurity(e.log)
 	cl, err := o.Kafka.Client(kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProduceRequestTimeout(10*time.Second), kgo.RecordDeliveryTimeout(30*time.Second))
 	if err != nil {
@@ -159,7 +158,7 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 	if err != nil {
 		return err
 	}
-	rdb, err := o.Redis.Client()
+	rdb, err := o.Redis.open(e.log)
 	if err != nil {
 		return err
 	}

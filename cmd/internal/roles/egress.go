@@ -80,35 +80,22 @@ func sessionTimeoutFlag(fs *flag.FlagSet, p *time.Duration) {
 
 // RunEgress runs egress until ctx is done.
 func RunEgress(ctx context.Context, o EgressOptions) error {
-	e, err := newEnv(o.Output, o.Log)
-	if err != nil {
-		return err
-	}
 	if o.InstanceID == "" {
 		o.InstanceID = o.KafkaInstanceID
 	}
-	ns, err := names(o.Kafka.Namespace)
+	e, err := newBridge(o.Output, o.Log, o.Kafka, o.MQTT)
 	if err != nil {
 		return err
 	}
-	mqttPassword, mqttTLS, err := o.MQTT.Connection()
-	if err != nil {
-		return err
-	}
-	kopts, err := e.kafkaOpts(o.Kafka)
-	if err != nil {
-		return err
-	}
-	o.MQTT.LogSecurity(e.log, mqttTLS)
 	if o.EgressID == "" {
-		o.EgressID = ns.ClientIDPrefix + "egress-" + instanceName()
+		o.EgressID = e.ns.ClientIDPrefix + "egress-" + instanceName()
 	}
 	m := egress.NewMetrics(e.ops.Registry)
 	pool := egress.NewPool(egress.MQTTConfig{
 		URL:            o.MQTT.URL,
 		Username:       o.MQTT.Username,
-		Password:       mqttPassword,
-		TLS:            mqttTLS,
+		Password:       e.mqttPassword,
+		TLS:            e.mqttTLS,
 		ClientIDPrefix: o.EgressID,
 		Connections:    o.Connections,
 		KeepAlive:      o.MQTT.KeepAlive,
@@ -127,7 +114,7 @@ func RunEgress(ctx context.Context, o EgressOptions) error {
 		InstanceID:     o.InstanceID,
 		SessionTimeout: o.SessionTimeout,
 		StartAtEnd:     o.StartAtEnd,
-		KafkaOpts:      kopts,
+		KafkaOpts:      e.kopts,
 	}, pool, e.reg, e.log, m)
 	if err != nil {
 		return err

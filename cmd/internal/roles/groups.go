@@ -312,6 +312,12 @@ func (r Redis) Client() (*goredis.Client, error) {
 	return goredis.NewClient(&goredis.Options{Addr: r.Addr, Username: r.Username, Password: pass, DB: r.DB, TLSConfig: tc}), nil
 }
 
+// open logs how the role reaches Redis and returns its client.
+func (r Redis) open(log *slog.Logger) (*goredis.Client, error) {
+	r.LogSecurity(log)
+	return r.Client()
+}
+
 // LogSecurity logs how the role reaches Redis (never the password).
 func (r Redis) LogSecurity(log *slog.Logger) {
 	tlsOn := r.TLS.On()

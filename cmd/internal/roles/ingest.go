@@ -78,28 +78,15 @@ func (o *IngestOptions) Flags(fs *flag.FlagSet) {
 
 // RunIngest runs ingest until ctx is done.
 func RunIngest(ctx context.Context, o IngestOptions) error {
-	e, err := newEnv(o.Output, o.Log)
+	e, err := newBridge(o.Output, o.Log, o.Kafka, o.MQTT)
 	if err != nil {
 		return err
 	}
-	ns, err := names(o.Kafka.Namespace)
-	if err != nil {
-		return err
-	}
-	mqttPassword, mqttTLS, err := o.MQTT.Connection()
-	if err != nil {
-		return err
-	}
-	kopts, err := e.kafkaOpts(o.Kafka)
-	if err != nil {
-		return err
-	}
-	o.MQTT.LogSecurity(e.log, mqttTLS)
 	if o.Instance == "" {
 		o.Instance = instanceName()
 	}
 	if o.ClientID == "" {
-		o.ClientID = ns.ClientIDPrefix + "ingest-" + hostname()
+		o.ClientID = e.ns.ClientIDPrefix + "ingest-" + hostname()
 	}
 	var events []ingest.EventFilter
 	for _, f := range []struct{ filter, kind string }{
@@ -128,7 +115,7 @@ func RunIngest(ctx context.Context, o IngestOptions) error {
 		Linger:         o.Linger,
 		MaxBuffered:    o.MaxInflight + 1000,
 		MaxRecordBytes: o.MaxRecordBytes,
-		Opts:           kopts,
+		Opts:           e.kopts,
 	})
 	if err != nil {
 		return err
@@ -137,8 +124,8 @@ func RunIngest(ctx context.Context, o IngestOptions) error {
 		URL:                o.MQTT.URL,
 		ClientID:           o.ClientID,
 		Username:           o.MQTT.Username,
-		Password:           mqttPassword,
-		TLS:                mqttTLS,
+		Password:           e.mqttPassword,
+		TLS:                e.mqttTLS,
 		Group:              o.ShareGroup,
 		ShareEvents:        o.ShareEvents,
 		Events:             events,

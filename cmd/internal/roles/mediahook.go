@@ -72,8 +72,7 @@ func RunMediaHook(ctx context.Context, o MediaHookOptions) error {
 	if err := bothOrNeither(o.TLSCertFile, o.TLSKeyFile, "media-hook-tls-cert-file", "media-hook-tls-key-file"); err != nil {
 		return err
 	}
-	o.Redis.LogSecurity(e.log)
-	rdb, err := o.Redis.Client()
+	rdb, err := o.Redis.open(e.log)
 	if err != nil {
 		return err
 	}

@@ -156,14 +156,7 @@ func (u UploadOptions) config() (device.UploadConfig, error) {
 
 // RunProcess runs the device processor until ctx is done.
 func RunProcess(ctx context.Context, o ProcessOptions) error {
-	e, err := newEnv(o.Output, o.Log)
-	if err != nil {
-		return err
-	}
-	if _, err := names(o.Kafka.Namespace); err != nil {
-		return err
-	}
-	kopts, err := e.kafkaOpts(o.Kafka)
+	e, _, kopts, err := newKafkaEnv(o.Output, o.Log, o.Kafka)
 	if err != nil {
 		return err
 	}

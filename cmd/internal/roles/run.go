@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -41,14 +43,56 @@ func newEnv(out Output, l Log) (env, error) {
 	return env{log: log, reg: reg, ops: opshttp.New(log)}, nil
 }
 
-// kafkaOpts returns the role's Kafka client options and logs how it reaches Kafka.
-func (e env) kafkaOpts(k Kafka) ([]kgo.Opt, error) {
+// newKafkaEnv is newEnv for a role that talks to Kafka: it also checks the
+// namespace, and returns the Kafka client options (logging how the role
+// reaches Kafka).
+func newKafkaEnv(out Output, l Log, k Kafka) (env, namespace.Names, []kgo.Opt, error) {
+	e, err := newEnv(out, l)
+	if err != nil {
+		return env{}, namespace.Names{}, nil, err
+	}
+	ns, err := names(k.Namespace)
+	if err != nil {
+		return env{}, namespace.Names{}, nil, err
+	}
 	opts, err := k.ClientOpts()
 	if err != nil {
-		return nil, err
+		return env{}, namespace.Names{}, nil, err
 	}
 	k.LogSecurity(e.log)
-	return opts, nil
+	return e, ns, opts, nil
+}
+
+// bridge is what a role between MQTT and Kafka (ingest, egress) starts with.
+type bridge struct {
+	env
+	ns           namespace.Names
+	kopts        []kgo.Opt
+	mqttPassword string
+	mqttTLS      *tls.Config
+}
+
+func newBridge(out Output, l Log, k Kafka, m MQTT) (bridge, error) {
+	e, ns, kopts, err := newKafkaEnv(out, l, k)
+	if err != nil {
+		return bridge{}, err
+	}
+	password, tc, err := m.Connection()
+	if err != nil {
+		return bridge{}, err
+	}
+	m.LogSecurity(e.log, tc)
+	return bridge{env: e, ns: ns, kopts: kopts, mqttPassword: password, mqttTLS: tc}, nil
+}
+
+// Main is the main function of ams and ams-dev: run with the process's
+// arguments, writers and environment, stopped by SIGINT or SIGTERM, and exit
+// with its code.
+func Main(run func(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
 }
 
 // serve runs role and the ops server on addr together (see RunWithOps).

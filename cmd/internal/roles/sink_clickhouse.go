@@ -58,18 +58,11 @@ func (o *SinkClickHouseOptions) Flags(fs *flag.FlagSet) {
 
 // RunSinkClickHouse runs the ClickHouse sink until ctx is done.
 func RunSinkClickHouse(ctx context.Context, o SinkClickHouseOptions) error {
-	e, err := newEnv(o.Output, o.Log)
+	e, _, kopts, err := newKafkaEnv(o.Output, o.Log, o.Kafka)
 	if err != nil {
-		return err
-	}
-	if _, err := names(o.Kafka.Namespace); err != nil {
 		return err
 	}
 	cho, err := o.ClickHouse.Options()
-	if err != nil {
-		return err
-	}
-	kopts, err := e.kafkaOpts(o.Kafka)
 	if err != nil {
 		return err
 	}

@@ -49,19 +49,11 @@ func (o *SinkRedisOptions) Flags(fs *flag.FlagSet) {
 
 // RunSinkRedis runs the Redis sink until ctx is done.
 func RunSinkRedis(ctx context.Context, o SinkRedisOptions) error {
-	e, err := newEnv(o.Output, o.Log)
+	e, _, kopts, err := newKafkaEnv(o.Output, o.Log, o.Kafka)
 	if err != nil {
 		return err
 	}
-	if _, err := names(o.Kafka.Namespace); err != nil {
-		return err
-	}
-	kopts, err := e.kafkaOpts(o.Kafka)
-	if err != nil {
-		return err
-	}
-	o.Redis.LogSecurity(e.log)
-	rdb, err := o.Redis.Client()
+	rdb, err := o.Redis.open(e.log)
 	if err != nil {
 		return err
 	}
