@@ -97,18 +97,7 @@ func registryImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 		if rep.Refused == nil {
 			rep.Refused = []registryimport.Refusal{}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, fmt.Errorf("write report: %w", werr))
-		}
-		if err != nil {
-			return err
-		}
-		if len(rep.Refused) > 0 {
-			return fmt.Errorf("%d of %d rows refused (listed in the report)", len(rep.Refused), rep.Rows)
-		}
-		return nil
+		return report(stdout, rep, err, len(rep.Refused), rep.Rows, "rows")
 	}
 }
 
@@ -148,17 +137,23 @@ func sessionImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Wr
 		}
 		rep, err := sessionimport.Import(ctx, sessionimport.Config{Old: old, KeyPattern: *keyPattern, IVPattern: *ivPattern,
 			Kafka: cl, Names: k.Names(), Group: *group, Registry: reg, KEK: kek})
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, fmt.Errorf("write report: %w", werr))
-		}
-		if err != nil {
-			return err
-		}
-		if len(rep.Refused) > 0 {
-			return fmt.Errorf("%d of %d sessions refused (listed in the report)", len(rep.Refused), rep.Found)
-		}
-		return nil
+		return report(stdout, rep, err, len(rep.Refused), rep.Found, "sessions")
 	}
+}
+
+// report writes an import's report as indented JSON, then returns the
+// import's error, or one saying how many of the items were refused.
+func report(stdout io.Writer, rep any, err error, refused, total int, items string) error {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if werr := enc.Encode(rep); werr != nil {
+		return errors.Join(err, fmt.Errorf("write report: %w", werr))
+	}
+	if err != nil {
+		return err
+	}
+	if refused > 0 {
+		return fmt.Errorf("%d of %d %s refused (listed in the report)", refused, total, items)
+	}
+	return nil
 }
