@@ -5,6 +5,8 @@ GO ?= go
 STACK_DIR ?= $(or $(AMS_STACK_DIR),$(CURDIR)/.stack)
 export AMS_STACK_DIR := $(STACK_DIR)
 BIN := $(CURDIR)/bin/ams
+# ams-dev: `make run`'s every-role-in-one-process binary (embedded Kafka, Redis, MQTT), kept out of ams.
+DEV_BIN := $(CURDIR)/bin/ams-dev
 # Integration tests share one stack and a 2-core box: one package at a time. Two at once let a
 # heavy package (the ClickHouse cluster test: ZooKeeper and two servers) starve the pipeline
 # tests' roles of CPU and turn their timeouts into failures.
@@ -19,14 +21,15 @@ all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ams
+	$(GO) build -o $(DEV_BIN) ./cmd/ams-dev
 
-## run: every role in one process (`ams dev`) on embedded Kafka, Redis and MQTT and a private
+## run: every role in one process (`ams-dev`) on embedded Kafka, Redis and MQTT and a private
 ## ClickHouse, with RUN_DEVICES simulated devices and a live view; installs clickhouse-server if missing
 RUN_DEVICES ?= 1000
 run: build
 	@command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || \
 	  bash deploy/stack/up.sh --install-only clickhouse
-	$(BIN) dev -devices $(RUN_DEVICES)
+	$(DEV_BIN) -devices $(RUN_DEVICES)
 
 ## run-stack: the whole pipeline as separate processes (one per role) against the local stack (make up)
 run-stack: up build
@@ -74,7 +77,7 @@ down:
 
 ## docs: rewrite the README's configuration table from the flags
 docs:
-	AMS_UPDATE_README=1 $(GO) test -count=1 -run TestReadmeConfigTable ./cmd/ams
+	AMS_UPDATE_README=1 $(GO) test -count=1 -run 'TestReadmeConfigTable|TestReadmeDevConfigTable' ./cmd/ams ./cmd/ams-dev
 
 clean:
 	rm -rf bin

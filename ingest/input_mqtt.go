@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ivms/ams/pkg/mqttconn"
 	"github.com/ivms/ams/pkg/protocol"
 )
 
@@ -40,6 +41,10 @@ type MQTTConfig struct {
 	KeepAlive          time.Duration
 	ConnectTimeout     time.Duration
 }
+
+// DefaultQueueSize is the MQTTConfig.QueueSize of a zero value (and of `ams
+// ingest -mqtt-queue`).
+const DefaultQueueSize = 1024
 
 // MQTTInput reads device frames and connection events from an MQTT broker
 // with paho.mqtt.golang (MQTT 3.1.1).
@@ -72,14 +77,9 @@ type MQTTInput struct {
 // NewMQTTInput returns an input; Connect starts it.
 func NewMQTTInput(cfg MQTTConfig, log *slog.Logger, m *Metrics) *MQTTInput {
 	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 256
+		cfg.QueueSize = DefaultQueueSize
 	}
-	if cfg.KeepAlive <= 0 {
-		cfg.KeepAlive = 30 * time.Second
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
-	}
+	cfg.KeepAlive, cfg.ConnectTimeout = mqttconn.Timings(cfg.KeepAlive, cfg.ConnectTimeout)
 	if m == nil {
 		m = NewMetrics(nil)
 	}
@@ -119,11 +119,8 @@ func (in *MQTTInput) Filters() []string {
 // queued backlog before the SUBACK, so the caller must already be reading, or
 // paho's reader would block behind a full queue and never see the SUBACK.
 func (in *MQTTInput) Connect(ctx context.Context) error {
-	opts := mqtt.NewClientOptions().
-		AddBroker(in.cfg.URL).
-		SetClientID(in.cfg.ClientID).
-		SetUsername(in.cfg.Username).
-		SetPassword(in.cfg.Password).
+	opts := mqttconn.Conn{URL: in.cfg.URL, ClientID: in.cfg.ClientID, Username: in.cfg.Username, Password: in.cfg.Password,
+		TLS: in.cfg.TLS, KeepAlive: in.cfg.KeepAlive, ConnectTimeout: in.cfg.ConnectTimeout}.Options().
 		SetCleanSession(false).
 		SetAutoAckDisabled(true).
 		SetOrderMatters(true).
@@ -131,9 +128,6 @@ func (in *MQTTInput) Connect(ctx context.Context) error {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).
-		SetKeepAlive(in.cfg.KeepAlive).
-		SetPingTimeout(10 * time.Second).
-		SetConnectTimeout(in.cfg.ConnectTimeout).
 		SetResumeSubs(false).
 		SetStore(discardStore{}).
 		SetDefaultPublishHandler(in.handle).
@@ -147,9 +141,6 @@ func (in *MQTTInput) Connect(ctx context.Context) error {
 		SetReconnectingHandler(func(_ mqtt.Client, _ *mqtt.ClientOptions) {
 			in.log.Info("mqtt reconnecting", "url", in.cfg.URL)
 		})
-	if in.cfg.TLS != nil {
-		opts.SetTLSConfig(in.cfg.TLS)
-	}
 	if bufferable(in.cfg.URL) {
 		opts.SetCustomOpenConnectionFn(openBuffered)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/schemas"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
 )
@@ -20,45 +21,43 @@ func rebuildCommand() command {
 		name:    "rebuild",
 		summary: "wipe one ClickHouse table and rebuild it from its Kafka topic (stop `ams sink clickhouse` first)",
 		flags: func(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
-			var k kafkaFlags
-			var lf logFlags
-			var ch clickHouseFlags
-			k.register(fs)
-			lf.register(fs)
-			ch.register(fs)
-			ch.registerCluster(fs, "ClickHouse cluster of the tables: rebuild refuses cluster mode (not supported); empty: one server")
+			k, lf, ch := roles.DefaultKafka(), roles.DefaultLog(), roles.DefaultClickHouse()
+			k.Flags(fs)
+			lf.Flags(fs)
+			ch.Flags(fs)
+			ch.ClusterFlag(fs, "ClickHouse cluster of the tables: rebuild refuses cluster mode (not supported); empty: one server")
 			table := fs.String("table", "", "the ClickHouse table to rebuild: device_events, presence, commands, rejects or uplink_raw (required)")
 			group := fs.String("sink-group", "ams-sink-clickhouse", "Kafka consumer group of the ClickHouse sink: rebuild refuses while it has members, and moves it past the replayed records")
 			allowPartial := fs.Bool("allow-partial", false, "rebuild even though retention deleted the start of the topic (the table then lacks the rows older than the topic's retention)")
 			batchRows := fs.Int("batch-rows", 10000, "rows per insert")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
-				log, err := lf.logger(stderr)
+				log, err := lf.Logger(stderr)
 				if err != nil {
 					return err
 				}
-				if _, err := applyNamespace(fs); err != nil {
+				if err := roles.ApplyNamespace(fs); err != nil {
 					return err
 				}
 				if *table == "" {
 					return errors.New("rebuild: name the table with -table")
 				}
-				cho, err := ch.options()
+				cho, err := ch.Options()
 				if err != nil {
 					return err
 				}
-				kopts, err := k.opts()
+				kopts, err := k.ClientOpts()
 				if err != nil {
 					return err
 				}
-				k.logSecurity(log)
+				k.LogSecurity(log)
 				reg, err := schemas.NewRegistry()
 				if err != nil {
 					return err
 				}
 				res, err := chsink.Rebuild(ctx, chsink.RebuildConfig{
-					Seeds:        k.seeds(),
+					Seeds:        k.Seeds(),
 					KafkaOpts:    kopts,
-					Names:        k.names(),
+					Names:        k.Names(),
 					ClickHouse:   cho,
 					Table:        *table,
 					Group:        *group,

@@ -9,11 +9,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/registryimport"
 	"github.com/ivms/ams/pkg/sessionimport"
@@ -23,14 +23,12 @@ import (
 // registryActions are the actions of `ams registry ACTION [flags]`: the
 // cutover from the old service. Each declares its flags on fs and returns the
 // function that runs it.
-func registryActions() []sinkKind {
-	return []sinkKind{
+func registryActions() []command {
+	return []command{
 		{name: "import", summary: "register the devices of an export (CSV or JSON lines: sn, token, bound, name) through the API; prints a JSON report",
 			flags: registryImportFlags},
 		{name: "import-sessions", summary: "carry the cameras' AES sessions over from the old service's Redis into the processors' changelog, sealed under the KEK (before the processors first run); prints a JSON report",
 			flags: sessionImportFlags},
-		{name: "republish", summary: "write the latest registration of every device of the given partitions to ams.registry again (recovery of a lost changelog partition); prints a JSON report",
-			flags: registryRepublishFlags},
 	}
 }
 
@@ -46,29 +44,7 @@ func registryCommand() command {
 				a.flags(fs)
 			}
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
-				args := fs.Args()
-				if len(args) > 0 {
-					for _, a := range registryActions() {
-						if a.name != args[0] {
-							continue
-						}
-						afs := flag.NewFlagSet("ams registry "+a.name, flag.ContinueOnError)
-						afs.SetOutput(stderr)
-						run := a.flags(afs)
-						afs.Usage = func() {
-							fmt.Fprintf(stderr, "ams registry %s: %s\n\nFlags (each also read from its environment variable):\n", a.name, a.summary)
-							usageFlags(stderr, afs)
-						}
-						if err := parseFlags(afs, args[1:], os.Getenv); err != nil {
-							if errors.Is(err, flag.ErrHelp) {
-								return nil
-							}
-							return err
-						}
-						return run(ctx, stdout, stderr)
-					}
-				}
-				return errors.New("usage: ams registry {import|import-sessions|republish} [flags] (add -h for the flags)")
+				return runSub(ctx, "registry", registryActions(), fs.Args(), stdout, stderr)
 			}
 		},
 	}
@@ -86,13 +62,9 @@ func registryImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 		if *file == "" {
 			return errors.New("-import-file is required")
 		}
-		tok := *token
-		if *tokenFile != "" {
-			b, err := os.ReadFile(*tokenFile)
-			if err != nil {
-				return fmt.Errorf("read -api-token-file: %w", err)
-			}
-			tok = strings.TrimSpace(string(b))
+		tok, err := connsec.Secret("api token", *token, *tokenFile)
+		if err != nil {
+			return err
 		}
 		if tok == "" {
 			return errors.New("-api-token or -api-token-file is required")
@@ -125,24 +97,13 @@ func registryImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 		if rep.Refused == nil {
 			rep.Refused = []registryimport.Refusal{}
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, fmt.Errorf("write report: %w", werr))
-		}
-		if err != nil {
-			return err
-		}
-		if len(rep.Refused) > 0 {
-			return fmt.Errorf("%d of %d rows refused (listed in the report)", len(rep.Refused), rep.Rows)
-		}
-		return nil
+		return report(stdout, rep, err, len(rep.Refused), rep.Rows, "rows")
 	}
 }
 
 func sessionImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
-	var k kafkaFlags
-	k.register(fs)
+	k := roles.DefaultKafka()
+	k.Flags(fs)
 	group := fs.String("process-group", "ams-process-device", "Kafka consumer group of the device processors (must have no running member)")
 	kekFile := fs.String("kek-file", "", "file holding the processors' key-encryption key, hex (required)")
 	oldAddr := fs.String("old-redis-addr", "127.0.0.1:6379", "the old service's Redis (host:port)")
@@ -155,21 +116,17 @@ func sessionImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Wr
 		if *keyPattern == "" || *ivPattern == "" {
 			return errors.New("-old-key-pattern and -old-iv-pattern are required (the old service's RedisKeyConstants.mqtt_aes_key and mqtt_aes_iv, with {sn})")
 		}
-		kek, err := readKEK(*kekFile)
+		kek, err := roles.ReadKEK(*kekFile)
 		if err != nil {
 			return fmt.Errorf("kek-file: %w", err)
 		}
-		var pass string
-		if *oldPassFile != "" {
-			b, err := os.ReadFile(*oldPassFile)
-			if err != nil {
-				return fmt.Errorf("read -old-redis-password-file: %w", err)
-			}
-			pass = strings.TrimSpace(string(b))
+		pass, err := connsec.Secret("old redis password", "", *oldPassFile)
+		if err != nil {
+			return err
 		}
 		old := goredis.NewClient(&goredis.Options{Addr: *oldAddr, DB: *oldDB, Username: *oldUser, Password: pass})
 		defer old.Close()
-		cl, err := k.client()
+		cl, err := k.Client()
 		if err != nil {
 			return fmt.Errorf("kafka client: %w", err)
 		}
@@ -179,18 +136,24 @@ func sessionImportFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Wr
 			return err
 		}
 		rep, err := sessionimport.Import(ctx, sessionimport.Config{Old: old, KeyPattern: *keyPattern, IVPattern: *ivPattern,
-			Kafka: cl, Names: k.names(), Group: *group, Registry: reg, KEK: kek})
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if werr := enc.Encode(rep); werr != nil {
-			return errors.Join(err, fmt.Errorf("write report: %w", werr))
-		}
-		if err != nil {
-			return err
-		}
-		if len(rep.Refused) > 0 {
-			return fmt.Errorf("%d of %d sessions refused (listed in the report)", len(rep.Refused), rep.Found)
-		}
-		return nil
+			Kafka: cl, Names: k.Names(), Group: *group, Registry: reg, KEK: kek})
+		return report(stdout, rep, err, len(rep.Refused), rep.Found, "sessions")
 	}
+}
+
+// report writes an import's report as indented JSON, then returns the
+// import's error, or one saying how many of the items were refused.
+func report(stdout io.Writer, rep any, err error, refused, total int, items string) error {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if werr := enc.Encode(rep); werr != nil {
+		return errors.Join(err, fmt.Errorf("write report: %w", werr))
+	}
+	if err != nil {
+		return err
+	}
+	if refused > 0 {
+		return fmt.Errorf("%d of %d %s refused (listed in the report)", refused, total, items)
+	}
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ivms/ams/cmd/internal/roles"
+	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/devicesim"
 	"github.com/ivms/ams/pkg/mqttdynsec"
@@ -31,11 +33,11 @@ func simulateCommand() command {
 		name:    "simulate",
 		summary: "run a fleet of simulated devices speaking the device protocol over MQTT",
 		flags: func(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
-			var lf logFlags
-			lf.register(fs)
-			mqttURL := fs.String("mqtt-url", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp://host:port or ssl://host:port (TLS; wss:// is not simulated)")
-			var mqttSec mqttTLSFlags
-			mqttSec.register(fs, false)
+			lf := roles.DefaultLog()
+			lf.Flags(fs)
+			mq := roles.DefaultMQTT()
+			fs.StringVar(&mq.URL, "mqtt-url", mq.URL, "MQTT broker URL: tcp://host:port or ssl://host:port (TLS; wss:// is not simulated)")
+			mq.TLSFlags(fs)
 			pubKeyFile := fs.String("rsa-public-key-file", "", "PEM file of the cloud's RSA public key, for the devices' handshakes (required)")
 			devices := fs.Int("sim-devices", 100, "number of simulated devices, each with its own MQTT connection")
 			snPrefix := fs.String("sim-sn-prefix", "0505050505", "serial number prefix; sn = prefix + zero-padded device number, 16 characters")
@@ -70,11 +72,11 @@ func simulateCommand() command {
 			warmup := fs.Duration("sim-warmup", 10*time.Second, "with -sim-closed-loop: time after start that the measurement leaves out (connecting, handshakes)")
 			metricsURLs := fs.String("sim-metrics-urls", "", "roles' /metrics URLs, comma-separated: print the per-hop latency histograms' p50/p99/p999 over the measurement at the end")
 			return func(ctx context.Context, stdout, stderr io.Writer) error {
-				log, err := lf.logger(stderr)
+				log, err := lf.Logger(stderr)
 				if err != nil {
 					return err
 				}
-				mqttTLS, err := mqttSec.config(*mqttURL)
+				mqttTLS, err := mq.TLSConfig()
 				if err != nil {
 					return err
 				}
@@ -94,7 +96,7 @@ func simulateCommand() command {
 					return fmt.Errorf("-sim-qos %d: want 0 or 1", *qos)
 				}
 				var addrs []net.IP
-				for _, a := range splitList(*sourceAddrs) {
+				for _, a := range roles.SplitList(*sourceAddrs) {
 					ip := net.ParseIP(a)
 					if ip == nil {
 						return fmt.Errorf("-sim-source-addrs: %q is not an IP address", a)
@@ -119,7 +121,7 @@ func simulateCommand() command {
 					Devices:          *devices,
 					SNPrefix:         *snPrefix,
 					FirstIndex:       *snStart,
-					BrokerURL:        *mqttURL,
+					BrokerURL:        mq.URL,
 					TLS:              mqttTLS,
 					SourceAddrs:      addrs,
 					Token:            func(sn string) string { return strings.ReplaceAll(pw, "{sn}", sn) },
@@ -166,7 +168,7 @@ func simulateCommand() command {
 					return err
 				}
 				if *dynsecAdmin != "" {
-					if err := addFleetAccounts(cfg, *mqttURL, *dynsecAdmin, *dynsecAdminPwFile); err != nil {
+					if err := addFleetAccounts(cfg, mq.URL, *dynsecAdmin, *dynsecAdminPwFile); err != nil {
 						return err
 					}
 					log.Info("device accounts created on the broker", "devices", cfg.Devices, "admin", *dynsecAdmin)
@@ -177,7 +179,7 @@ func simulateCommand() command {
 					defer cancel()
 				}
 				stopProgress := startProgress(fleet, stderr, *progress)
-				hops := startHopScrape(ctx, splitList(*metricsURLs), cfg.Warmup, stderr)
+				hops := startHopScrape(ctx, roles.SplitList(*metricsURLs), cfg.Warmup, stderr)
 				sum, err := fleet.Run(ctx)
 				stopProgress()
 				if err != nil {
@@ -203,7 +205,7 @@ func startProgress(fleet *devicesim.Fleet, w io.Writer, every time.Duration) fun
 	if every <= 0 {
 		return func() {}
 	}
-	tty := isTerminal(w)
+	tty := roles.IsTerminal(w)
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
@@ -236,15 +238,6 @@ func startProgress(fleet *devicesim.Fleet, w io.Writer, every time.Duration) fun
 	}
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
 // writeSummary writes the summary and the flags it ran with (secrets left
 // out) as JSON.
 func writeSummary(path string, sum devicesim.Summary, fs *flag.FlagSet) error {
@@ -270,11 +263,11 @@ func writeSummary(path string, sum devicesim.Summary, fs *flag.FlagSet) error {
 // addFleetAccounts creates (or re-creates) the broker account of every
 // device of cfg through Mosquitto's dynamic-security plugin.
 func addFleetAccounts(cfg devicesim.Config, url, admin, pwFile string) error {
-	b, err := os.ReadFile(pwFile)
+	pw, err := connsec.Secret("sim-dynsec-admin-password", "", pwFile)
 	if err != nil {
-		return fmt.Errorf("-sim-dynsec-admin-password-file: %w", err)
+		return err
 	}
-	cl, err := mqttdynsec.Dial(url, admin, strings.TrimSpace(string(b)))
+	cl, err := mqttdynsec.Dial(url, admin, pw)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/ingest/api"
 	"github.com/ivms/ams/ingest/console"
 	"github.com/ivms/ams/pkg/devicesim"
@@ -123,7 +124,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth := consoleAuth{apiTokens}
+	auth := roles.ConsoleAuth{Tokens: apiTokens}
 	con, err := console.New(console.Config{Names: s.names, Keys: amsredis.Keys{Prefix: s.redisPrefix}, Tick: 250 * time.Millisecond},
 		console.Deps{Auth: auth, Redis: rdb, Producer: api.KafkaProducer{Client: cl}, Encoder: s.reg, History: hist})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/namespace"
 )
 
@@ -55,7 +56,7 @@ func namesOf(t *testing.T, role, ns string, args ...string) map[string]string {
 	if err := parseFlags(fs, args, func(k string) string { return env[k] }); err != nil {
 		t.Fatalf("%s: %v", role, err)
 	}
-	if _, err := applyNamespace(fs); err != nil {
+	if err := roles.ApplyNamespace(fs); err != nil {
 		t.Fatalf("%s: %v", role, err)
 	}
 	out := map[string]string{}
@@ -118,7 +119,7 @@ func TestNamespaceExplicitFlagWins(t *testing.T) {
 	if err := parseFlags(fs, nil, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyNamespace(fs); err != nil {
+	if err := roles.ApplyNamespace(fs); err != nil {
 		t.Fatal(err)
 	}
 	if v := fs.Lookup("redis-prefix").Value.String(); v != "x:" {
@@ -131,13 +132,13 @@ func TestNamespaceExplicitFlagWins(t *testing.T) {
 	if err := parseFlags(fs, []string{"-namespace", "Bad.Name"}, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyNamespace(fs); err == nil {
+	if err := roles.ApplyNamespace(fs); err == nil {
 		t.Error("an invalid namespace was accepted")
 	}
 }
 
 func TestReplicationPolicy(t *testing.T) {
-	if _, err := replicationPolicy(1, false); err == nil || !strings.Contains(err.Error(), "-allow-unsafe-replication") {
+	if _, err := roles.ReplicationPolicy(1, false); err == nil || !strings.Contains(err.Error(), "-allow-unsafe-replication") {
 		t.Errorf("rf 1 without -allow-unsafe-replication: %v", err)
 	}
 	for _, c := range []struct {
@@ -145,11 +146,11 @@ func TestReplicationPolicy(t *testing.T) {
 		allow bool
 		want  int16
 	}{{1, true, 1}, {2, false, 1}, {3, false, 2}, {5, false, 4}} {
-		if got, err := replicationPolicy(c.rf, c.allow); err != nil || got != c.want {
+		if got, err := roles.ReplicationPolicy(c.rf, c.allow); err != nil || got != c.want {
 			t.Errorf("rf %d: min.insync %d, %v; want %d", c.rf, got, err, c.want)
 		}
 	}
-	if _, err := replicationPolicy(0, true); err == nil {
+	if _, err := roles.ReplicationPolicy(0, true); err == nil {
 		t.Error("rf 0 accepted")
 	}
 }
@@ -186,18 +187,18 @@ func TestKafkaFlagsBuildSecurity(t *testing.T) {
 		}
 	}
 
-	var k kafkaFlags
+	k := roles.DefaultKafka()
 	fs := flag.NewFlagSet("k", flag.ContinueOnError)
-	k.register(fs)
+	k.Flags(fs)
 	if err := parseFlags(fs, []string{"-kafka-tls", "-kafka-sasl-mechanism", "SCRAM-SHA-512", "-kafka-sasl-username", "ams",
 		"-kafka-sasl-password", "hunter2-secret"}, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	opts, err := k.opts()
+	opts, err := k.ClientOpts()
 	if err != nil || len(opts) != 2 {
 		t.Fatalf("opts: %d, %v; want TLS and SASL", len(opts), err)
 	}
-	cl, err := k.client()
+	cl, err := k.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,40 +207,40 @@ func TestKafkaFlagsBuildSecurity(t *testing.T) {
 	}
 	cl.Close()
 	var logs bytes.Buffer
-	k.logSecurity(slog.New(slog.NewTextHandler(&logs, nil)))
+	k.LogSecurity(slog.New(slog.NewTextHandler(&logs, nil)))
 	if strings.Contains(logs.String(), "hunter2") || !strings.Contains(logs.String(), "sasl=SCRAM-SHA-512") {
 		t.Errorf("security log: %s", logs.String())
 	}
 
-	k.sec.mechanism = "GSSAPI"
-	if _, err := k.opts(); err == nil {
+	k.Security.Mechanism = "GSSAPI"
+	if _, err := k.ClientOpts(); err == nil {
 		t.Error("unknown mechanism accepted")
 	}
 }
 
 func TestMQTTTLSFlags(t *testing.T) {
-	var m mqttFlags
+	m := roles.DefaultMQTT()
 	fs := flag.NewFlagSet("m", flag.ContinueOnError)
-	m.register(fs)
+	m.Flags(fs)
 	if err := parseFlags(fs, []string{"-mqtt-url", "tcp://127.0.0.1:1883", "-mqtt-tls-server-name", "broker"}, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m.connection(); err == nil {
+	if _, _, err := m.Connection(); err == nil {
 		t.Error("TLS settings with a tcp:// URL accepted (they would be unused)")
 	}
 	for _, u := range []string{"ssl://127.0.0.1:8883", "wss://127.0.0.1:8084/mqtt"} {
-		m.url = u
-		_, tc, err := m.connection()
+		m.URL = u
+		_, tc, err := m.Connection()
 		if err != nil || tc == nil || tc.ServerName != "broker" {
 			t.Errorf("%s: %v, %v", u, tc, err)
 		}
 	}
-	m.url, m.sec.tls.set.ServerName = "ws://127.0.0.1:8083/mqtt", ""
-	if _, tc, err := m.connection(); err != nil || tc != nil {
+	m.URL, m.TLS.ServerName = "ws://127.0.0.1:8083/mqtt", ""
+	if _, tc, err := m.Connection(); err != nil || tc != nil {
 		t.Errorf("ws://: %v, %v; want no TLS", tc, err)
 	}
-	m.url = "http://x"
-	if _, _, err := m.connection(); err == nil {
+	m.URL = "http://x"
+	if _, _, err := m.Connection(); err == nil {
 		t.Error("http:// accepted")
 	}
 }
@@ -252,13 +253,13 @@ func TestRedisAndClickHouseSecurityFlags(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var r redisFlags
+	r := roles.DefaultRedis()
 	fs := flag.NewFlagSet("r", flag.ContinueOnError)
-	r.register(fs)
+	r.Flags(fs)
 	if err := parseFlags(fs, []string{"-redis-username", "ams", "-redis-password-file", pw, "-redis-tls"}, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	rdb, err := r.client()
+	rdb, err := r.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,22 +268,22 @@ func TestRedisAndClickHouseSecurityFlags(t *testing.T) {
 		t.Errorf("redis options: user %q, password set %v, tls %v", o.Username, o.Password == "s3cret", o.TLSConfig != nil)
 	}
 	rdb.Close()
-	r.sec.tls.set.CAFile = filepath.Join(dir, "missing.pem")
-	if _, err := r.client(); err == nil {
+	r.TLS.CAFile = filepath.Join(dir, "missing.pem")
+	if _, err := r.Client(); err == nil {
 		t.Error("redis: a missing CA file was accepted")
 	}
-	r.sec.tls.set.CAFile, r.password = "", "inline"
-	if _, err := r.client(); err == nil {
+	r.TLS.CAFile, r.Password = "", "inline"
+	if _, err := r.Client(); err == nil {
 		t.Error("redis: a password and a password file were both accepted")
 	}
 
-	var c clickHouseFlags
+	c := roles.DefaultClickHouse()
 	fs = flag.NewFlagSet("c", flag.ContinueOnError)
-	c.register(fs)
+	c.Flags(fs)
 	if err := parseFlags(fs, []string{"-clickhouse-password-file", pw, "-clickhouse-tls-server-name", "ch.example"}, noEnv); err != nil {
 		t.Fatal(err)
 	}
-	co, err := c.options()
+	co, err := c.Options()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,8 +291,11 @@ func TestRedisAndClickHouseSecurityFlags(t *testing.T) {
 		t.Errorf("clickhouse options: password set %v, tls %+v", co.Password == "s3cret", co.TLS)
 	}
 	var logs bytes.Buffer
-	r.logSecurity(slog.New(slog.NewTextHandler(&logs, nil)))
+	r.LogSecurity(slog.New(slog.NewTextHandler(&logs, nil)))
 	if strings.Contains(logs.String(), "s3cret") || strings.Contains(logs.String(), "inline") {
 		t.Errorf("redis security log shows the password: %s", logs.String())
 	}
 }
+
+// noEnv is an environment without variables.
+func noEnv(string) string { return "" }

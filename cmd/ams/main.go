@@ -12,10 +12,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
+
 	"sort"
-	"syscall"
+
+	"github.com/ivms/ams/cmd/internal/roles"
 )
 
 // command is one subcommand of ams.
@@ -27,31 +27,31 @@ type command struct {
 	flags func(fs *flag.FlagSet) func(ctx context.Context, stdout, stderr io.Writer) error
 }
 
-// commands lists every subcommand. Each lives in cmd_<name>.go.
+// commands lists every subcommand: the roles (roles.go, on
+// cmd/internal/roles) and the others in cmd_<name>.go. The order is the
+// README's configuration table's.
 func commands() []command {
+	r := map[string]command{}
+	for _, c := range roleCommands() {
+		r[c.name] = c
+	}
 	return []command{
-		migrateCommand(),
+		r["migrate"],
 		configCommand(),
 		simulateCommand(),
-		ingestCommand(),
-		egressCommand(),
+		r["ingest"],
+		r["egress"],
 		sinkCommand(),
 		rebuildCommand(),
-		processCommand(),
-		apiCommand(),
-		devCommand(),
+		r["process"],
+		r["api"],
 		registryCommand(),
-		mediaHookCommand(),
-		uploadGatewayCommand(),
+		r["media-hook"],
+		r["upload-gateway"],
 	}
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
-	stop()
-	os.Exit(code)
-}
+func main() { roles.Main(run) }
 
 // run executes one subcommand and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {

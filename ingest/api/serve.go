@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/ivms/ams/pkg/opshttp"
 )
 
 // CertReloader serves a TLS certificate and key from files and re-reads
@@ -92,18 +93,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, tlsCfg *tls.Config)
 		ln = tls.NewListener(ln, tlsCfg)
 		scheme = "https"
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	s.log.Info("api listening", "addr", ln.Addr().String(), "scheme", scheme)
-	select {
-	case err := <-errc:
+	if err := opshttp.ServeUntil(ctx, srv, ln); err != nil {
 		return fmt.Errorf("api http: %w", err)
-	case <-ctx.Done():
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("api http shutdown: %w", err)
 	}
 	return nil
 }

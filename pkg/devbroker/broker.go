@@ -1,4 +1,4 @@
-// Package devbroker is the embedded MQTT broker of `ams dev`: a mochi-mqtt
+// Package devbroker is the embedded MQTT broker of `ams-dev`: a mochi-mqtt
 // server on one TCP listener that behaves, for ams, like the production
 // EMQX 5 cluster:
 //

@@ -144,18 +144,29 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 // ServeListener is Serve on an existing listener.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("ops http listening", "addr", ln.Addr().String())
+	if err := ServeUntil(ctx, srv, ln); err != nil {
+		return fmt.Errorf("ops http: %w", err)
+	}
+	return nil
+}
+
+// ServeUntil serves srv on ln until ctx is done, then shuts it down
+// gracefully, giving requests in flight 5 s. It returns the error that
+// stopped serving early, or the shutdown's. Every HTTP listener of ams (the
+// ops endpoints, the API, the media hook, the upload gateway) runs through it.
+func ServeUntil(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("ops http listening", "addr", ln.Addr().String())
 	select {
 	case err := <-errc:
-		return fmt.Errorf("ops http: %w", err)
+		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("ops http shutdown: %w", err)
+		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ivms/ams/pkg/mqttconn"
 )
 
 // MQTTConfig configures the pool of publishing connections.
@@ -31,6 +33,10 @@ type MQTTConfig struct {
 	// behind a re-publish.
 	PublishTimeout time.Duration
 }
+
+// DefaultPublishTimeout is the MQTTConfig.PublishTimeout of a zero value (and
+// of `ams egress -publish-timeout`).
+const DefaultPublishTimeout = 10 * time.Second
 
 // ErrNotConnected is the result of a publish on a connection that is down.
 var ErrNotConnected = errors.New("mqtt connection down")
@@ -76,14 +82,9 @@ func NewPool(cfg MQTTConfig, log *slog.Logger, m *Metrics) *Pool {
 	if cfg.Connections <= 0 {
 		cfg.Connections = 4
 	}
-	if cfg.KeepAlive <= 0 {
-		cfg.KeepAlive = 30 * time.Second
-	}
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
-	}
+	cfg.KeepAlive, cfg.ConnectTimeout = mqttconn.Timings(cfg.KeepAlive, cfg.ConnectTimeout)
 	if cfg.PublishTimeout <= 0 {
-		cfg.PublishTimeout = 30 * time.Second
+		cfg.PublishTimeout = DefaultPublishTimeout
 	}
 	if m == nil {
 		m = NewMetrics(nil)
@@ -258,26 +259,18 @@ func (c *conn) run(ctx context.Context) {
 		lost := make(chan struct{})
 		var lostOnce sync.Once
 		signalLost := func() { lostOnce.Do(func() { close(lost) }) }
-		opts := mqtt.NewClientOptions().
-			AddBroker(c.pool.cfg.URL).
-			SetClientID(c.id).
-			SetUsername(c.pool.cfg.Username).
-			SetPassword(c.pool.cfg.Password).
+		cfg := c.pool.cfg
+		opts := mqttconn.Conn{URL: cfg.URL, ClientID: c.id, Username: cfg.Username, Password: cfg.Password,
+			TLS: cfg.TLS, KeepAlive: cfg.KeepAlive, ConnectTimeout: cfg.ConnectTimeout}.Options().
 			SetCleanSession(true).
 			SetAutoReconnect(false).
 			SetConnectRetry(false).
-			SetKeepAlive(c.pool.cfg.KeepAlive).
-			SetPingTimeout(10 * time.Second).
-			SetConnectTimeout(c.pool.cfg.ConnectTimeout).
 			SetWriteTimeout(c.pool.cfg.PublishTimeout).
 			SetOrderMatters(true).
 			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 				c.pool.log.Warn("egress mqtt connection lost", "client_id", c.id, "err", err)
 				signalLost()
 			})
-		if c.pool.cfg.TLS != nil {
-			opts.SetTLSConfig(c.pool.cfg.TLS)
-		}
 		cl := mqtt.NewClient(opts)
 		tok := cl.Connect()
 		var err error

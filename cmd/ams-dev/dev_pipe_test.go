@@ -19,7 +19,7 @@ func init() {
 	if mode == "ignore" {
 		ignoreBrokenPipe()
 	}
-	line := []byte("ams dev: a view line\n")
+	line := []byte("ams-dev: a view line\n")
 	for {
 		if _, err := os.Stdout.Write(line); err != nil {
 			break // EPIPE: the reader is gone
@@ -29,7 +29,7 @@ func init() {
 	os.Exit(0)
 }
 
-// TestDevSurvivesBrokenPipe: with ignoreBrokenPipe (what `ams dev` calls) a
+// TestDevSurvivesBrokenPipe: with ignoreBrokenPipe (what `ams-dev` calls) a
 // write to a closed stdout fails and the program goes on (to stop its roles
 // cleanly); without it Go kills the program with SIGPIPE at once.
 func TestDevSurvivesBrokenPipe(t *testing.T) {

@@ -1,3 +1,21 @@
+// Command ams-dev is `make run`: every role of ams in one process, on
+// embedded services, for a first run. Kafka is franz-go's kfake, Redis is
+// miniredis, the MQTT broker is pkg/devbroker (mochi, with ams's broker
+// policy and EMQX 5 connection events); ClickHouse, which has no embedded
+// form, is a private clickhouse-server process with its data under -dir (or
+// the server of -clickhouse-addr). The roles are the same code as `ams
+// process`, `ams ingest`, ... (cmd/internal/roles), their Options built here
+// from their defaults; their logs go to {dir}/logs.
+//
+// Kafka and Redis live in memory: each run starts with an empty log, so the
+// ClickHouse database is emptied at start too (its rows' ids come from log
+// offsets, which start again at 0).
+//
+// It is a binary of its own so that the production `ams` links none of the
+// embedded services.
+//
+//	ams-dev [flags]                   run everything
+//	ams-dev clickhouse-config DIR ... write the ClickHouse server config (deploy/stack/up.sh uses it)
 package main
 
 import (
@@ -11,7 +29,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,58 +39,73 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/devbroker"
 	"github.com/ivms/ams/pkg/deviceauth"
 	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/envflag"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/protocol"
 )
 
-// devCommand is `ams dev`: every role in one process, on embedded services,
-// for a first run. Kafka is franz-go's kfake, Redis is miniredis, the MQTT
-// broker is pkg/devbroker (mochi, with ams's broker policy and EMQX 5
-// connection events); ClickHouse, which has no embedded form, is a private
-// clickhouse-server process with its data under -dir (or the server of
-// -clickhouse-addr). The roles are the same code as `ams process`, `ams
-// ingest`, ... started with the flags below and their defaults; their
-// logs go to {dir}/logs.
-//
-// Kafka and Redis live in memory: each run starts with an empty log, so the
-// ClickHouse database is emptied at start too (its rows' ids come from log
-// offsets, which start again at 0).
-func devCommand() command {
-	return command{
-		name:    "dev",
-		summary: "run every role in one process on embedded Kafka, Redis and MQTT (and a private ClickHouse), with a simulated fleet",
-		flags: func(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
-			var c devConfig
-			var lf logFlags
-			lf.register(fs)
-			fs.StringVar(&c.dir, "dir", "", "folder of the dev stack's keys, logs and ClickHouse data (default $AMS_STACK_DIR/dev-embedded, else .stack/dev-embedded)")
-			fs.IntVar(&c.devices, "devices", 1000, "simulated devices (0: no fleet)")
-			fs.StringVar(&c.mqttAddr, "mqtt-addr", "127.0.0.1:18830", "listen address of the embedded MQTT broker")
-			fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8088", "listen address of the API")
-			fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", "", "ClickHouse native address to use (its database ams_dev is emptied at start); empty: start a private clickhouse-server with its data in -dir")
-			fs.StringVar(&c.clickhouseServer, "clickhouse-server", "clickhouse-server", "the clickhouse-server program started when -clickhouse-addr is empty")
-			fs.IntVar(&c.partitions, "partitions", 4, "partition count of every topic of the embedded Kafka")
-			fs.DurationVar(&c.view, "view", time.Second, "refresh interval of the live view on stderr (0: none)")
-			fs.DurationVar(&c.duration, "duration", 0, "stop after this long (0: until interrupted)")
-			fs.DurationVar(&c.heartbeat, "sim-heartbeat", 30*time.Second, "mean heartbeat interval of the simulated devices")
-			return func(ctx context.Context, stdout, stderr io.Writer) error {
-				c.logs = lf
-				ignoreBrokenPipe()
-				err := runDev(ctx, c, stdout, stderr)
-				if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-					return nil // interrupted while starting
-				}
-				return err
-			}
-		},
+// main runs ams-dev; its flags are also read from their AMS_* variables.
+func main() { roles.Main(run) }
+
+// run executes ams-dev and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("ams-dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := defaultDevConfig()
+	c.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "ams-dev: %s\n\nFlags (each also read from its environment variable):\n", devSummary)
+		envflag.Usage(stderr, fs)
 	}
+	if err := envflag.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "ams-dev: %v\n", err)
+		return 2
+	}
+	ignoreBrokenPipe()
+	err := runDev(ctx, c, stdout, stderr)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		err = nil // interrupted while starting
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ams-dev: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
-// ignoreBrokenPipe keeps `ams dev 2>&1 | tee log` alive when Ctrl-C kills
+const devSummary = "run every role in one process on embedded Kafka, Redis and MQTT (and a private ClickHouse), with a simulated fleet"
+
+// defaultDevConfig is ams-dev's defaults.
+func defaultDevConfig() devConfig {
+	return devConfig{devices: 1000, mqttAddr: "127.0.0.1:18830", httpAddr: "127.0.0.1:8088",
+		clickhouseServer: "clickhouse-server", partitions: 4, view: time.Second, heartbeat: 30 * time.Second,
+		logs: roles.DefaultLog()}
+}
+
+// flags declares ams-dev's flags on c's fields.
+func (c *devConfig) flags(fs *flag.FlagSet) {
+	c.logs.Flags(fs)
+	fs.StringVar(&c.dir, "dir", c.dir, "folder of the dev stack's keys, logs and ClickHouse data (default $AMS_STACK_DIR/dev-embedded, else .stack/dev-embedded)")
+	fs.IntVar(&c.devices, "devices", c.devices, "simulated devices (0: no fleet)")
+	fs.StringVar(&c.mqttAddr, "mqtt-addr", c.mqttAddr, "listen address of the embedded MQTT broker")
+	fs.StringVar(&c.httpAddr, "http-addr", c.httpAddr, "listen address of the API")
+	fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", c.clickhouseAddr, "ClickHouse native address to use (its database ams_dev is emptied at start); empty: start a private clickhouse-server with its data in -dir")
+	fs.StringVar(&c.clickhouseServer, "clickhouse-server", c.clickhouseServer, "the clickhouse-server program started when -clickhouse-addr is empty")
+	fs.IntVar(&c.partitions, "partitions", c.partitions, "partition count of every topic of the embedded Kafka")
+	fs.DurationVar(&c.view, "view", c.view, "refresh interval of the live view on stderr (0: none)")
+	fs.DurationVar(&c.duration, "duration", c.duration, "stop after this long (0: until interrupted)")
+	fs.DurationVar(&c.heartbeat, "sim-heartbeat", c.heartbeat, "mean heartbeat interval of the simulated devices")
+}
+
+// ignoreBrokenPipe keeps `ams-dev 2>&1 | tee log` alive when Ctrl-C kills
 // tee first: without it, Go exits with SIGPIPE on the first write to the
 // closed stdout or stderr, before the roles stop, and the ClickHouse child
 // (Pdeathsig) dies before the sink has flushed. With it such a write fails
@@ -81,7 +113,7 @@ func devCommand() command {
 // and the SIGINT the terminal sent stops every role in order.
 func ignoreBrokenPipe() { signal.Ignore(syscall.SIGPIPE) }
 
-// devConfig is the parsed flags of `ams dev`.
+// devConfig is the parsed flags of `ams-dev`.
 type devConfig struct {
 	dir              string
 	devices          int
@@ -93,18 +125,14 @@ type devConfig struct {
 	view             time.Duration
 	duration         time.Duration
 	heartbeat        time.Duration
-	logs             logFlags
+	logs             roles.Log
 }
 
-// devServiceAccount is the MQTT account of the roles inside `ams dev`.
+// devServiceAccount is the MQTT account of the roles inside `ams-dev`.
 const devServiceAccount = "ams-dev"
 
 // devSNPrefix is the sn prefix of the simulated fleet.
 const devSNPrefix = "0505050505"
-
-// noEnv keeps AMS_* variables meant for standalone roles out of the roles
-// `ams dev` runs: they run on the flags dev gives them and their defaults.
-func noEnv(string) string { return "" }
 
 func defaultDevDir() string {
 	if d := os.Getenv("AMS_STACK_DIR"); d != "" {
@@ -143,7 +171,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		return err
 	}
 	defer devLogFile.Close()
-	log, err := c.logs.logger(devLogFile)
+	log, err := c.logs.Logger(devLogFile)
 	if err != nil {
 		return err
 	}
@@ -153,8 +181,8 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		defer cancel()
 	}
 	t0 := time.Now()
-	fmt.Fprintf(stderr, "ams dev: starting in %s (logs: %s)\n", c.dir, logDir)
-	fmt.Fprintln(stderr, "ams dev: OPEN, for development only: the in-process Kafka and Redis and the embedded MQTT broker "+
+	fmt.Fprintf(stderr, "ams-dev: starting in %s (logs: %s)\n", c.dir, logDir)
+	fmt.Fprintln(stderr, "ams-dev: OPEN, for development only: the in-process Kafka and Redis and the embedded MQTT broker "+
 		"run without TLS, Kafka and Redis without authentication, and topics have replication factor 1 "+
 		"(what `ams migrate` refuses without -allow-unsafe-replication); see README \"Security\"")
 
@@ -201,8 +229,8 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	}
 	defer kc.Close()
 	seeds := strings.Join(kc.ListenAddrs(), ",")
-	kafkaArgs := []string{"-kafka-brokers", seeds, "-partitions", strconv.Itoa(c.partitions),
-		"-log-level", c.logs.level, "-log-format", c.logs.format}
+	kafka := roles.DefaultKafka()
+	kafka.Brokers, kafka.Partitions = seeds, c.partitions
 	if err := createDevTopics(ctx, kc.ListenAddrs(), int32(c.partitions)); err != nil {
 		return err
 	}
@@ -225,13 +253,13 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		return err
 	}
 	defer brokerLogFile.Close()
-	brokerLog, err := (&logFlags{level: "warn", format: c.logs.format}).logger(brokerLogFile)
+	brokerLog, err := roles.Log{Level: "warn", Format: c.logs.Format}.Logger(brokerLogFile)
 	if err != nil {
 		return err
 	}
 	broker, err := devbroker.Start(devbroker.Config{Addr: c.mqttAddr, Accounts: accounts, Logger: brokerLog})
 	if err != nil {
-		return fmt.Errorf("%w (is another `ams dev` running? pick another with -mqtt-addr)", err)
+		return fmt.Errorf("%w (is another `ams-dev` running? pick another with -mqtt-addr)", err)
 	}
 	defer broker.Close()
 	log.Info("embedded services up", "kafka", seeds, "redis", mr.Addr(), "mqtt", broker.URL())
@@ -240,31 +268,22 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	rolesCtx, stopRoles := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRoles()
 	failed := make(chan *devRole, 8)
-	var roles []*devRole
+	var started []*devRole
 	var rolesWG sync.WaitGroup
-	start := func(name string, flags func(*flag.FlagSet) func(context.Context, io.Writer, io.Writer) error, args ...string) error {
+	// start runs one role, its output (out) in its own log file.
+	start := func(name string, out *roles.Output, run func(context.Context) error) error {
 		r := &devRole{name: name, log: filepath.Join(logDir, strings.ReplaceAll(name, " ", "-")+".log"), done: make(chan struct{})}
 		f, err := os.Create(r.log)
 		if err != nil {
 			return err
 		}
-		// Every role that talks to Kafka gets the embedded cluster's address.
-		probe := flag.NewFlagSet(name, flag.ContinueOnError)
-		flags(probe)
-		if probe.Lookup("kafka-brokers") != nil {
-			args = append(append([]string{}, kafkaArgs...), args...)
-		}
-		exec, err := parseRole(name, flags, args, f)
-		if err != nil {
-			f.Close()
-			return err
-		}
-		roles = append(roles, r)
+		out.SetOutput(f, f)
+		started = append(started, r)
 		rolesWG.Add(1)
 		go func() {
 			defer rolesWG.Done()
 			defer f.Close()
-			r.err = exec(rolesCtx, f, f)
+			r.err = run(rolesCtx)
 			close(r.done)
 			if rolesCtx.Err() == nil {
 				failed <- r
@@ -272,25 +291,43 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 		}()
 		return nil
 	}
-	mqttArgs := []string{"-mqtt-url", broker.URL(), "-mqtt-username", devServiceAccount, "-mqtt-password", sec.servicePassword}
-	redisArgs := []string{"-redis-addr", mr.Addr()}
-	steps := []struct {
-		name  string
-		flags func(*flag.FlagSet) func(context.Context, io.Writer, io.Writer) error
-		args  []string
-	}{
-		{"process", processCommand().flags, []string{"-ops-addr=", "-instance-id", "dev", "-allow-unregistered",
-			"-rsa-private-key-file", sec.privateKeyFile, "-kek-file", sec.kekFile,
-			"-stream-secret-file", sec.streamSecretFile, "-stream-base-url", "rtmp://127.0.0.1:1935/live",
-			"-upload-signing-secret-file", sec.uploadSecretFile, "-upload-host-url", "http://127.0.0.1:9900", "-upload-bucket", "ams-dev"}},
-		{"ingest", ingestCommand().flags, append([]string{"-ops-addr=", "-instance", "dev", "-mqtt-client-id", "ams-ingest-dev"}, mqttArgs...)},
-		{"egress", egressCommand().flags, append([]string{"-ops-addr=", "-egress-id", "ams-egress-dev"}, mqttArgs...)},
-		{"sink redis", redisSinkFlags, append([]string{"-ops-addr="}, redisArgs...)},
-		{"media-hook", mediaHookCommand().flags, append([]string{"-ops-addr=", "-media-hook-addr", devMediaHookAddr,
-			"-stream-secret-files", sec.streamSecretFile, "-media-hook-key-file", sec.mediaHookKeyFile}, redisArgs...)},
-	}
-	for _, s := range steps {
-		if err := start(s.name, s.flags, s.args...); err != nil {
+	// The roles' options: their defaults, with the embedded services, no
+	// ops server, and dev's secrets.
+	mqtt := roles.DefaultMQTT()
+	mqtt.URL, mqtt.Username, mqtt.Password = broker.URL(), devServiceAccount, sec.servicePassword
+	redis := roles.DefaultRedis()
+	redis.Addr = mr.Addr()
+
+	process := roles.DefaultProcess()
+	process.Kafka, process.Log, process.OpsAddr = kafka, c.logs, ""
+	process.InstanceID, process.AllowUnregistered = "dev", true
+	process.PrivateKeyFiles, process.KEKFile = sec.privateKeyFile, sec.kekFile
+	process.StreamSecretFile, process.StreamBaseURL = sec.streamSecretFile, "rtmp://127.0.0.1:1935/live"
+	process.Upload.SigningSecretFile, process.Upload.HostURL, process.Upload.Bucket = sec.uploadSecretFile, "http://127.0.0.1:9900", "ams-dev"
+
+	ingest := roles.DefaultIngest()
+	ingest.Kafka, ingest.Log, ingest.MQTT, ingest.OpsAddr = kafka, c.logs, mqtt, ""
+	ingest.Instance, ingest.ClientID = "dev", "ams-ingest-dev"
+
+	egress := roles.DefaultEgress()
+	egress.Kafka, egress.Log, egress.MQTT, egress.OpsAddr = kafka, c.logs, mqtt, ""
+	egress.EgressID = "ams-egress-dev"
+
+	sinkRedis := roles.DefaultSinkRedis()
+	sinkRedis.Kafka, sinkRedis.Log, sinkRedis.Redis, sinkRedis.OpsAddr = kafka, c.logs, redis, ""
+
+	hook := roles.DefaultMediaHook()
+	hook.Log, hook.Redis, hook.OpsAddr = c.logs, redis, ""
+	hook.Addr, hook.StreamSecretFiles, hook.KeyFile = devMediaHookAddr, sec.streamSecretFile, sec.mediaHookKeyFile
+
+	for _, err := range []error{
+		start("process", &process.Output, func(ctx context.Context) error { return roles.RunProcess(ctx, process) }),
+		start("ingest", &ingest.Output, func(ctx context.Context) error { return roles.RunIngest(ctx, ingest) }),
+		start("egress", &egress.Output, func(ctx context.Context) error { return roles.RunEgress(ctx, egress) }),
+		start("sink redis", &sinkRedis.Output, func(ctx context.Context) error { return roles.RunSinkRedis(ctx, sinkRedis) }),
+		start("media-hook", &hook.Output, func(ctx context.Context) error { return roles.RunMediaHook(ctx, hook) }),
+	} {
+		if err != nil {
 			return err
 		}
 	}
@@ -298,7 +335,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	defer func() {
 		stopRoles()
 		waitTimeout(&rolesWG, 30*time.Second)
-		for _, r := range roles {
+		for _, r := range started {
 			select {
 			case <-r.done:
 			default:
@@ -327,20 +364,25 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	case <-ctx.Done():
 		return nil
 	}
-	chOpts := clickHouseFlags{addr: chAddr, database: chDB, username: "default"}
-	devCHOpts, err := chOpts.options()
+	ch := roles.DefaultClickHouse()
+	ch.Addr, ch.Database = chAddr, chDB
+	devCHOpts, err := ch.Options()
 	if err != nil {
 		return err
 	}
 	if err := resetDevClickHouse(ctx, devCHOpts, log, devLogFile); err != nil {
 		return err
 	}
-	if err := start("sink clickhouse", clickhouseSinkFlags, "-ops-addr=", "-clickhouse-addr", chAddr, "-clickhouse-database", chDB); err != nil {
+	sinkCH := roles.DefaultSinkClickHouse()
+	sinkCH.Kafka, sinkCH.Log, sinkCH.ClickHouse, sinkCH.OpsAddr = kafka, c.logs, ch, ""
+	if err := start("sink clickhouse", &sinkCH.Output, func(ctx context.Context) error { return roles.RunSinkClickHouse(ctx, sinkCH) }); err != nil {
 		return err
 	}
 	// The API (and its console, which reads the history) once ClickHouse is known.
-	if err := start("api", apiCommand().flags, append([]string{"-ops-addr=", "-http-addr", c.httpAddr, "-api-token", sec.apiToken,
-		"-clickhouse-addr", chAddr, "-clickhouse-database", chDB}, redisArgs...)...); err != nil {
+	apiOpts := roles.DefaultAPI()
+	apiOpts.Kafka, apiOpts.Log, apiOpts.Redis, apiOpts.ClickHouse, apiOpts.OpsAddr = kafka, c.logs, redis, ch, ""
+	apiOpts.HTTPAddr, apiOpts.Token = c.httpAddr, sec.apiToken
+	if err := start("api", &apiOpts.Output, func(ctx context.Context) error { return roles.RunAPI(ctx, apiOpts) }); err != nil {
 		return err
 	}
 
@@ -400,7 +442,7 @@ func runDev(ctx context.Context, c devConfig, stdout, stderr io.Writer) (err err
 	select {
 	case <-ctx.Done():
 		stopView()
-		fmt.Fprintln(stderr, "ams dev: stopping...")
+		fmt.Fprintln(stderr, "ams-dev: stopping...")
 		return nil
 	case r := <-failed:
 		stopView()
@@ -419,18 +461,6 @@ func dialAddr(listen string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// parseRole parses a role's flags (without the environment) and returns
-// the function that runs it.
-func parseRole(name string, flags func(*flag.FlagSet) func(context.Context, io.Writer, io.Writer) error, args []string, out io.Writer) (func(context.Context, io.Writer, io.Writer) error, error) {
-	fs := flag.NewFlagSet("ams "+name, flag.ContinueOnError)
-	fs.SetOutput(out)
-	exec := flags(fs)
-	if err := parseFlags(fs, args, noEnv); err != nil {
-		return nil, fmt.Errorf("role %s: %w", name, err)
-	}
-	return exec, nil
 }
 
 // createDevTopics creates the ams topics as `ams migrate` does. Its own
@@ -521,7 +551,7 @@ func startDevFleet(ctx context.Context, c devConfig, brokerURL, publicKeyFile, l
 	if err != nil {
 		return nil, err
 	}
-	log, err := c.logs.logger(f)
+	log, err := c.logs.Logger(f)
 	if err != nil {
 		f.Close()
 		return nil, err

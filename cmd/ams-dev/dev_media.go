@@ -24,7 +24,7 @@ const (
 
 // startDevNginx starts Debian's nginx with the RTMP module, when installed,
 // on devRTMPAddr with its publishes checked by the media hook. It returns the
-// line `ams dev` prints about it and a stop function; it never fails the dev
+// line `ams-dev` prints about it and a stop function; it never fails the dev
 // stack (streams are an extra).
 func startDevNginx(dir, hookKey string, log *slog.Logger) (line string, stop func()) {
 	stop = func() {}
@@ -65,7 +65,7 @@ rtmp {
 		return "not started: " + err.Error(), stop
 	}
 	cmd := exec.Command("nginx", "-p", ndir, "-e", filepath.Join(ndir, "error.log"), "-c", cfg)
-	// Its own process group: a Ctrl-C in the terminal reaches ams dev, which stops nginx itself.
+	// Its own process group: a Ctrl-C in the terminal reaches ams-dev, which stops nginx itself.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return "not started: " + err.Error(), stop

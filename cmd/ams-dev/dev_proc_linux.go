@@ -6,8 +6,8 @@ import (
 )
 
 // devChildAttr: the private ClickHouse gets its own process group (a
-// terminal's Ctrl-C reaches only ams dev, which stops it after the sinks'
-// last insert) and is killed if ams dev dies without stopping it.
+// terminal's Ctrl-C reaches only ams-dev, which stops it after the sinks'
+// last insert) and is killed if ams-dev dies without stopping it.
 func devChildAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }

@@ -21,11 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ivms/ams/pkg/mqttconform"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
 )
 
-// TestDevRunsEverything runs `ams dev -devices 50` (the built binary, as
+// TestDevRunsEverything runs `ams-dev -devices 50` (the built binary, as
 // `make run` does) for about 30 s: every simulated device comes online in
 // the API, a command round-trips to a device and back, the history reaches
 // ClickHouse, and Ctrl-C (SIGINT) stops everything, the private ClickHouse
@@ -37,13 +36,13 @@ func TestDevRunsEverything(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 85*time.Second)
 	defer cancel()
 
-	bin, err := mqttconform.BuildAMS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	bin := filepath.Join(t.TempDir(), "ams-dev")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ivms/ams/cmd/ams-dev").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ams-dev: %v\n%s", err, out)
 	}
 	dir := t.TempDir()
 	mqttAddr, httpAddr := devFreeAddr(t), devFreeAddr(t)
-	cmd := exec.Command(bin, "dev", "-dir", dir, "-devices", fmt.Sprint(devices),
+	cmd := exec.Command(bin, "-dir", dir, "-devices", fmt.Sprint(devices),
 		"-mqtt-addr", mqttAddr, "-http-addr", httpAddr, "-view", "5s", "-duration", "80s")
 	// The roles inside dev ignore AMS_* variables; keep dev's own flags
 	// (AMS_CLICKHOUSE_ADDR, ...) from picking up the shared stack's too.
@@ -86,9 +85,9 @@ func TestDevRunsEverything(t *testing.T) {
 		}
 		if t.Failed() {
 			outMu.Lock()
-			t.Logf("ams dev stdout:\n%s", out.String())
+			t.Logf("ams-dev stdout:\n%s", out.String())
 			outMu.Unlock()
-			t.Logf("ams dev stderr:\n%s", stderr.String())
+			t.Logf("ams-dev stderr:\n%s", stderr.String())
 			for _, f := range []string{"dev", "process", "ingest", "egress", "api", "sink-redis", "sink-clickhouse", "simulate"} {
 				t.Logf("%s.log:\n%s", f, tailFile(filepath.Join(dir, "logs", f+".log"), 20))
 			}
@@ -106,9 +105,9 @@ func TestDevRunsEverything(t *testing.T) {
 			}
 		case err := <-exited:
 			stopped = true
-			t.Fatalf("ams dev exited before it was up: %v", err)
+			t.Fatalf("ams-dev exited before it was up: %v", err)
 		case <-ctx.Done():
-			t.Fatal("ams dev was not up in time")
+			t.Fatal("ams-dev was not up in time")
 		}
 	}
 	t.Logf("up after %s; clickhouse %s database %s", time.Since(t0).Round(time.Millisecond), chAddr, chDB)
@@ -141,7 +140,7 @@ func TestDevRunsEverything(t *testing.T) {
 	_, modErr := os.Stat(devNginxModule)
 	switch {
 	case streams == "":
-		t.Errorf("ams dev printed no streams line:\n%s", printed)
+		t.Errorf("ams-dev printed no streams line:\n%s", printed)
 	case nginxErr == nil && modErr == nil && !strings.HasPrefix(streams, "rtmp://"+devRTMPAddr+"/live") &&
 		streams != "not started: "+devRTMPAddr+" is taken":
 		t.Errorf("nginx-rtmp is installed but the dev stack says: %s", streams)
@@ -210,7 +209,7 @@ func TestDevRunsEverything(t *testing.T) {
 	select {
 	case err := <-exited:
 		stopped = true
-		t.Fatalf("ams dev exited early: %v", err)
+		t.Fatalf("ams-dev exited early: %v", err)
 	case <-time.After(time.Until(t0.Add(30 * time.Second))):
 	}
 	if code, err := api.do(ctx, http.MethodGet, "/v1/devices/"+sn, "", nil); err != nil || code != http.StatusOK {
@@ -225,10 +224,10 @@ func TestDevRunsEverything(t *testing.T) {
 	case err := <-exited:
 		stopped = true
 		if err != nil {
-			t.Fatalf("ams dev exited with %v after SIGINT", err)
+			t.Fatalf("ams-dev exited with %v after SIGINT", err)
 		}
 	case <-time.After(45 * time.Second):
-		t.Fatal("ams dev did not stop within 45 s of SIGINT")
+		t.Fatal("ams-dev did not stop within 45 s of SIGINT")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "clickhouse", "server.pid")); err == nil {
 		t.Error("the private clickhouse-server's pid file is still there after the stop")

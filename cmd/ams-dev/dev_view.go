@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/devbroker"
 	"github.com/ivms/ams/pkg/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
@@ -21,7 +22,7 @@ import (
 	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
-// devHints is what `ams dev` prints once everything runs.
+// devHints is what `ams-dev` prints once everything runs.
 type devHints struct {
 	api, token, tokenFile, mqtt, sn string
 	chHost, chPort, chDB            string
@@ -34,7 +35,7 @@ type devHints struct {
 func printDevHints(w io.Writer, h devHints) {
 	fmt.Fprintf(w, "Console: %s/ui/   sign in with token %s\n", h.api, h.token)
 	fmt.Fprintf(w, `
-ams dev is up (%.1fs): every role in this process, on embedded Kafka, Redis and MQTT.
+ams-dev is up (%.1fs): every role in this process, on embedded Kafka, Redis and MQTT.
   API         %s   (token: %s, also in %s)
   MQTT        %s   (devices log in with client id = username = sn)
   ClickHouse  %s:%s, database %s
@@ -67,7 +68,7 @@ type devViewConfig struct {
 	fleet     *devicesim.Fleet // nil without a fleet
 	broker    *devbroker.Broker
 	devices   int
-	started   time.Time // when ams dev started
+	started   time.Time // when ams-dev started
 	api       string    // the API's URL
 	log       *slog.Logger
 }
@@ -123,7 +124,7 @@ func (v *devView) start(ctx context.Context, w io.Writer, every time.Duration) f
 	reg, _ := schemas.NewRegistry()
 	wg.Go(func() { v.consume(ctx, cons, reg) })
 	wg.Go(func() {
-		tty := isTerminal(w)
+		tty := roles.IsTerminal(w)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		start := v.cfg.started
@@ -264,7 +265,7 @@ func (v *devView) render(ctx context.Context, adm *kadm.Client, rdb *goredis.Cli
 	}
 	lag := "lag       " + strings.Join(lagParts, "  ")
 	return []string{
-		fmt.Sprintf("ams dev   up %s   api %s   mqtt %s", time.Since(start).Truncate(time.Second), v.cfg.api, v.cfg.broker.URL()),
+		fmt.Sprintf("ams-dev   up %s   api %s   mqtt %s", time.Since(start).Truncate(time.Second), v.cfg.api, v.cfg.broker.URL()),
 		devLine,
 		frames,
 		"commands  " + countsLine(byState, "none yet"),

@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// devSecretsFiles are the secrets of `ams dev`, kept in its folder (mode
+// devSecretsFiles are the secrets of `ams-dev`, kept in its folder (mode
 // 0600) so the API token and the devices' key survive restarts.
 type devSecretsFiles struct {
 	privateKeyFile   string // the cloud's RSA key, PKCS#1 PEM (1024 bits, as the firmware expects)

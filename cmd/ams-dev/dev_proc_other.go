@@ -5,7 +5,7 @@ package main
 import "syscall"
 
 // devChildAttr: the private ClickHouse gets its own process group, so a
-// terminal's Ctrl-C reaches only ams dev, which stops it after the sinks.
+// terminal's Ctrl-C reaches only ams-dev, which stops it after the sinks.
 func devChildAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -15,10 +15,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ivms/ams/cmd/internal/roles"
+	"github.com/ivms/ams/deploy/stack/chserver"
 	chsink "github.com/ivms/ams/sinks/clickhouse"
 )
 
-// devClickHouse is the private clickhouse-server of `ams dev`: its config,
+// devClickHouse is the private clickhouse-server of `ams-dev`: its config,
 // data and logs live under one folder; it listens on loopback only.
 type devClickHouse struct {
 	cmd     *exec.Cmd
@@ -68,12 +70,11 @@ func startDevClickHouse(ctx context.Context, program, dir, logDir string, log *s
 	if err := os.MkdirAll(chLogs, 0o755); err != nil {
 		return nil, err
 	}
-	cfg := filepath.Join(dir, "config.xml")
-	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(devClickHouseUsers), 0o644); err != nil {
-		return nil, err
-	}
-	conf := strings.NewReplacer("{dir}", dir, "{logs}", chLogs, "{tcp}", strconv.Itoa(tcpPort), "{http}", strconv.Itoa(httpPort)).Replace(devClickHouseConfig)
-	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+	// The test stack's server configuration (deploy/stack/chserver), lighter.
+	cfg, err := chserver.Write(chserver.Params{Dir: dir, Logs: chLogs, Host: "127.0.0.1", TCPPort: tcpPort, HTTPPort: httpPort,
+		LogLevel: "warning", MaxMemoryUsage: 4_000_000_000, MaxConnections: 256, MaxConcurrentQueries: 50,
+		UncompressedCacheSize: 256 << 20, MarkCacheSize: 256 << 20})
+	if err != nil {
 		return nil, err
 	}
 	out, err := os.Create(filepath.Join(chLogs, "stdout.log"))
@@ -140,7 +141,7 @@ func (s *devClickHouse) stop(log *slog.Logger) {
 }
 
 // stopStale stops the clickhouse-server recorded in pidFile, if it still
-// runs (a previous `ams dev` on this folder died without stopping it).
+// runs (a previous `ams-dev` on this folder died without stopping it).
 func stopStale(pidFile string, log *slog.Logger) {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -214,74 +215,5 @@ func resetDevClickHouse(ctx context.Context, o chsink.Options, log *slog.Logger,
 	if err != nil {
 		return fmt.Errorf("clickhouse: emptying database %s: %w", o.Database, err)
 	}
-	return migrateClickHouse(ctx, o, false, log, out)
+	return roles.MigrateClickHouse(ctx, o, false, log, out)
 }
-
-const devClickHouseUsers = `<?xml version="1.0"?>
-<!-- Written by ams dev: user "default", no password, loopback only. -->
-<yandex>
-    <profiles>
-        <default>
-            <max_memory_usage>4000000000</max_memory_usage>
-            <load_balancing>random</load_balancing>
-        </default>
-    </profiles>
-    <users>
-        <default>
-            <password></password>
-            <networks replace="replace">
-                <ip>::1</ip>
-                <ip>127.0.0.1</ip>
-            </networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </default>
-    </users>
-    <quotas>
-        <default>
-            <interval>
-                <duration>3600</duration>
-                <queries>0</queries>
-                <errors>0</errors>
-                <result_rows>0</result_rows>
-                <read_rows>0</read_rows>
-                <execution_time>0</execution_time>
-            </interval>
-        </default>
-    </quotas>
-</yandex>
-`
-
-const devClickHouseConfig = `<?xml version="1.0"?>
-<!-- Written by ams dev: every path under its folder, loopback only. -->
-<yandex>
-    <logger>
-        <level>warning</level>
-        <log>{logs}/clickhouse-server.log</log>
-        <errorlog>{logs}/clickhouse-server.err.log</errorlog>
-        <size>50M</size>
-        <count>2</count>
-    </logger>
-    <listen_host>127.0.0.1</listen_host>
-    <http_port>{http}</http_port>
-    <tcp_port>{tcp}</tcp_port>
-    <max_connections>256</max_connections>
-    <keep_alive_timeout>3</keep_alive_timeout>
-    <max_concurrent_queries>50</max_concurrent_queries>
-    <uncompressed_cache_size>268435456</uncompressed_cache_size>
-    <mark_cache_size>268435456</mark_cache_size>
-    <path>{dir}/data/</path>
-    <tmp_path>{dir}/tmp/</tmp_path>
-    <user_files_path>{dir}/user_files/</user_files_path>
-    <format_schema_path>{dir}/format_schemas/</format_schema_path>
-    <users_config>{dir}/users.xml</users_config>
-    <default_profile>default</default_profile>
-    <default_database>default</default_database>
-    <timezone>UTC</timezone>
-    <mlock_executable>false</mlock_executable>
-    <max_session_timeout>3600</max_session_timeout>
-    <default_session_timeout>60</default_session_timeout>
-    <max_table_size_to_drop>0</max_table_size_to_drop>
-    <max_partition_size_to_drop>0</max_partition_size_to_drop>
-</yandex>
-`

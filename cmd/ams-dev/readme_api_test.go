@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,7 @@ import (
 )
 
 // TestReadmeAPIExampleMatchesDev checks that the README's API example talks
-// to the address `make run` (ams dev) listens on, with the token file it writes.
+// to the address `make run` (ams-dev) listens on, with the token file it writes.
 func TestReadmeAPIExampleMatchesDev(t *testing.T) {
 	b, err := os.ReadFile("../../README.md")
 	if err != nil {
@@ -21,11 +20,9 @@ func TestReadmeAPIExampleMatchesDev(t *testing.T) {
 	}
 	section, _, _ = strings.Cut(section, "\n### ")
 
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	devCommand().flags(fs)
-	addr := fs.Lookup("http-addr").DefValue
+	addr := defaultDevConfig().httpAddr
 	if !strings.Contains(section, "curl") || !strings.Contains(section, "http://"+addr+"/v1/") {
-		t.Errorf("README's API example does not use ams dev's address http://%s/v1/", addr)
+		t.Errorf("README's API example does not use ams-dev's address http://%s/v1/", addr)
 	}
 	sec, err := devSecrets(t.TempDir())
 	if err != nil {

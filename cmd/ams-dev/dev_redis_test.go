@@ -14,7 +14,7 @@ import (
 	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
-// TestMiniredisRunsTheProjection checks that the embedded Redis of `ams dev`
+// TestMiniredisRunsTheProjection checks that the embedded Redis of `ams-dev`
 // (miniredis) runs what sinks/redis uses: the Lua scripts by EVALSHA in a
 // pipeline (with ZADD/ZREM, HSET, RPUSH, SADD, PUBLISH inside), SCRIPT LOAD,
 // ZRANGEBYLEX, HGETALL / HMGET in pipelines, and SUBSCRIBE.
