@@ -97,10 +97,10 @@ func redisSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer
 		}
 		defer rdb.Close()
 		ops := opshttp.New(log)
-		m := amsredis.NewMetrics(ops.Registry)
 		proj := amsredis.NewProjector(rdb, rf.keys(), k.names(), reg)
 		s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: k.seeds(), Group: *group, MaxPoll: *maxPoll,
-			InstanceID: *instanceID, SessionTimeout: *session, KafkaOpts: kopts}, proj, rdb, log, m)
+			InstanceID: *instanceID, SessionTimeout: *session, KafkaOpts: kopts,
+			Projector: proj, Redis: rdb, Log: log, Metrics: ops.Registry})
 		if err != nil {
 			return fmt.Errorf("redis sink: %w", err)
 		}
