@@ -154,8 +154,7 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			return err
 		}
 		ops := opshttp.New(log)
-		m := chsink.NewMetrics(ops.Registry)
-		s, err := chsink.New(ctx, chsink.Config{
+		s, err := chsink.New(chsink.Config{
 			Seeds:           k.seeds(),
 			Names:           k.names(),
 			Group:           *group,
@@ -167,7 +166,10 @@ func clickhouseSinkFlags(fs *flag.FlagSet) func(context.Context, io.Writer, io.W
 			SessionTimeout:  *session,
 			ExtraKafkaOpts:  kopts,
 			InstanceID:      *instanceID,
-		}, reg, log, m)
+			Schemas:         reg,
+			Log:             log,
+			Metrics:         ops.Registry,
+		})
 		if err != nil {
 			return err
 		}
