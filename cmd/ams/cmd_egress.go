@@ -66,18 +66,6 @@ func egressCommand() command {
 					return err
 				}
 				ops := opshttp.New(log)
-				m := egress.NewMetrics(ops.Registry)
-				pool := egress.NewPool(egress.MQTTConfig{
-					URL:            mf.url,
-					Username:       mf.username,
-					Password:       mqttPassword,
-					TLS:            mqttTLS,
-					ClientIDPrefix: *id,
-					Connections:    *conns,
-					KeepAlive:      mf.keepAlive,
-					ConnectTimeout: mf.connectTimeout,
-					PublishTimeout: *pubTimeout,
-				}, log, m)
 				e, err := egress.New(egress.Config{
 					Seeds:          k.seeds(),
 					Names:          k.names(),
@@ -91,7 +79,21 @@ func egressCommand() command {
 					SessionTimeout: *session,
 					StartAtEnd:     *startAtEnd,
 					KafkaOpts:      kopts,
-				}, pool, reg, log, m)
+					MQTT: egress.MQTTConfig{
+						URL:            mf.url,
+						Username:       mf.username,
+						Password:       mqttPassword,
+						TLS:            mqttTLS,
+						ClientIDPrefix: *id,
+						Connections:    *conns,
+						KeepAlive:      mf.keepAlive,
+						ConnectTimeout: mf.connectTimeout,
+						PublishTimeout: *pubTimeout,
+					},
+					Schemas: reg,
+					Log:     log,
+					Metrics: ops.Registry,
+				})
 				if err != nil {
 					return err
 				}
