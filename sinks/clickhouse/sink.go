@@ -22,6 +22,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ type Config struct {
 	InstanceID string
 	// ExtraKafkaOpts are appended to the client options (security, tests).
 	ExtraKafkaOpts []kgo.Opt
-	// Schemas decodes the records (nil: New builds the registry).
+	// Schemas decodes and encodes the records (required).
 	Schemas *schemas.Registry
 	// Log (nil: discarded) and Metrics, the registerer of the sink's
 	// metrics (nil: a private registry).
@@ -123,15 +124,9 @@ func New(cfg Config) (*Sink, error) {
 	cfg.defaults()
 	reg := cfg.Schemas
 	if reg == nil {
-		var err error
-		if reg, err = schemas.NewRegistry(); err != nil {
-			return nil, err
-		}
+		return nil, errors.New("clickhouse sink: no schema registry")
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
 	m := NewMetrics(cfg.Metrics)
 	buf, err := newBuffers(cfg.ClickHouse.Database, cfg.Names)
 	if err != nil {

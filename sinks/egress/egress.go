@@ -24,6 +24,7 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,7 +72,7 @@ type Config struct {
 	KafkaOpts []kgo.Opt
 	// MQTT configures the connection pool the frames go out through.
 	MQTT MQTTConfig
-	// Schemas frames the records (nil: New builds the registry).
+	// Schemas frames the records (required).
 	Schemas *schemas.Registry
 	// Log (nil: discarded) and Metrics, the registerer of egress's metrics
 	// (nil: a private registry).
@@ -126,15 +127,9 @@ func New(cfg Config) (*Egress, error) {
 	}
 	reg := cfg.Schemas
 	if reg == nil {
-		var err error
-		if reg, err = schemas.NewRegistry(); err != nil {
-			return nil, err
-		}
+		return nil, errors.New("egress: no schema registry")
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
 	m := NewMetrics(cfg.Metrics)
 	e := &Egress{cfg: cfg, pool: NewPool(cfg.MQTT, log, m), codec: reg, log: log, m: m, workers: map[int32]*partWorker{},
 		space: make(chan struct{}, 1), fatalc: make(chan struct{})}

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,10 +109,7 @@ func NewSink(cfg SinkConfig) (*Sink, error) {
 	if cfg.MaxPoll <= 0 {
 		cfg.MaxPoll = 1000
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
 	m := NewMetrics(cfg.Metrics)
 	cons, err := kafkaconsume.New(kafkaconsume.Config{
 		Name:           "redis sink",
