@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/processors/keyed/internal/store"
 )
@@ -320,11 +321,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		fetches = append(fetches, more...)
 		n = fetches.NumRecords()
 	}
-	fetches.EachError(func(t string, p int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
-			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		}
-	})
+	kafkaconsume.LogFetchErrors(r.log, "", fetches)
 	if r.revoked.Swap(false) {
 		// The session aborts the first End after any revocation, even of
 		// a transaction begun after it. End an empty one now, rather than
@@ -342,8 +339,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 			return
 		}
 		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
-		last := ft.Records[len(ft.Records)-1].Offset
-		r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+		kafkaconsume.SetLag(r.m.lag, ft)
 	})
 
 	now := r.cfg.Clock()
