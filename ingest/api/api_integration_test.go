@@ -52,8 +52,8 @@ func TestAPIEndToEnd(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	keys := amsredis.Keys{Prefix: prefix}
 
-	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g"), KafkaOpts: testenv.KafkaOpts()},
-		amsredis.NewProjector(rdb, keys, names, reg), rdb, log, nil)
+	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g"), KafkaOpts: testenv.KafkaOpts(),
+		Projector: amsredis.NewProjector(rdb, keys, names, reg), Redis: rdb, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/processors/keyed/internal/store"
 )
@@ -334,11 +335,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		return kgo.ErrClientClosed
 	}
 	fetches = r.linger(ctx, fetches, start)
-	fetches.EachError(func(t string, p int32, err error) {
-		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
-			r.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		}
-	})
+	kafkaconsume.LogFetchErrors(r.log, "", fetches)
 	revoked := r.revoked.Swap(false)
 	if !revoked {
 		if err := r.installRestored(); err != nil {
@@ -355,8 +352,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		byPart[ft.Partition] = append(byPart[ft.Partition], ft.Records...)
 		polled[ft.Partition] += len(ft.Records)
 		if !revoked { // the partition may be gone; its records come again
-			last := ft.Records[len(ft.Records)-1].Offset
-			r.m.lag.WithLabelValues(ft.Topic, strconv.Itoa(int(ft.Partition))).Set(float64(max(0, ft.HighWatermark-last-1)))
+			kafkaconsume.SetLag(r.m.lag, ft)
 		}
 	})
 	n := fetches.NumRecords()

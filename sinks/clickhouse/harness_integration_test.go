@@ -210,7 +210,8 @@ func (e *env) runSink(group string, mutate ...func(*chsink.Config)) inProcSink {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	preg := prometheus.NewRegistry()
-	s, err := chsink.New(ctx, cfg, e.reg, testLog(e.t), chsink.NewMetrics(preg))
+	cfg.Schemas, cfg.Log, cfg.Metrics = e.reg, testLog(e.t), preg
+	s, err := chsink.New(cfg)
 	if err != nil {
 		cancel()
 		e.t.Fatalf("new sink: %v", err)

@@ -22,19 +22,21 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/kafkagroup"
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
 )
@@ -64,8 +66,14 @@ type Config struct {
 	// takes its partitions back at once. Stable across restarts, unique
 	// among live instances (the pod name). Empty: dynamic membership.
 	InstanceID string
-	// ExtraKafkaOpts are appended to the client options (tests).
+	// ExtraKafkaOpts are appended to the client options (security, tests).
 	ExtraKafkaOpts []kgo.Opt
+	// Schemas decodes and encodes the records (required).
+	Schemas *schemas.Registry
+	// Log (nil: discarded) and Metrics, the registerer of the sink's
+	// metrics (nil: a private registry).
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) defaults() {
@@ -89,12 +97,16 @@ func (c *Config) defaults() {
 	}
 }
 
-// Sink is one ClickHouse sink instance, a member of the consumer group.
-// Build it with New, run it once with Run.
+// Sink is one ClickHouse sink instance, a member of the consumer group,
+// running the loop of pkg/kafkaconsume. Build it with New, run it once with
+// Run.
 type Sink struct {
 	cfg     Config
-	cl      *kgo.Client
-	ch      driver.Conn
+	cons    *kafkaconsume.Consumer
+	h       kafkaconsume.Handler
+	cl      *kgo.Client // set by Run
+	chMu    sync.Mutex
+	ch      driver.Conn // set by Run
 	reg     *schemas.Registry
 	log     *slog.Logger
 	m       *Metrics
@@ -105,48 +117,54 @@ type Sink struct {
 	failing atomic.Bool   // the last insert attempt failed
 }
 
-// New connects to ClickHouse, checks that its schema is migrated (it fails
-// with ErrNotMigrated otherwise) and joins the consumer group.
-func New(ctx context.Context, cfg Config, reg *schemas.Registry, log *slog.Logger, m *Metrics) (*Sink, error) {
+// New returns a sink; it does no I/O. Run connects to ClickHouse, checks
+// that its schema is migrated (it fails with ErrNotMigrated otherwise) and
+// joins the consumer group.
+func New(cfg Config) (*Sink, error) {
 	cfg.defaults()
-	if m == nil {
-		m = NewMetrics(nil)
+	reg := cfg.Schemas
+	if reg == nil {
+		return nil, errors.New("clickhouse sink: no schema registry")
 	}
-	ch, err := Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		return nil, err
-	}
-	if err := CheckMigrated(ctx, ch, cfg.ClickHouse.Database); err != nil {
-		_ = ch.Close()
-		return nil, err
-	}
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
+	m := NewMetrics(cfg.Metrics)
 	buf, err := newBuffers(cfg.ClickHouse.Database, cfg.Names)
 	if err != nil {
-		_ = ch.Close()
 		return nil, err
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Seeds...),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(buf.topics()...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.ProducerLinger(0),
-	}
-	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
-	opts = append(opts, cfg.ExtraKafkaOpts...)
-	cl, err := kgo.NewClient(opts...)
+	cons, err := kafkaconsume.New(kafkaconsume.Config{
+		Name:           "clickhouse sink",
+		Seeds:          cfg.Seeds,
+		Group:          cfg.Group,
+		Topics:         buf.topics(),
+		InstanceID:     cfg.InstanceID,
+		SessionTimeout: cfg.SessionTimeout,
+		Opts:           []kgo.Opt{kgo.DisableAutoCommit(), kgo.ProducerLinger(0)},
+		KafkaOpts:      cfg.ExtraKafkaOpts,
+		Lag:            m.lag,
+		Log:            log,
+	})
 	if err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	return &Sink{cfg: cfg, cl: cl, ch: ch, reg: reg, log: log, m: m, buf: buf}, nil
+	s := &Sink{cfg: cfg, cons: cons, reg: reg, log: log, m: m, buf: buf}
+	s.h = kafkaconsume.Handler{Start: s.start, Limit: s.limit, Handle: s.handle, Committed: s.committed, Stop: s.stop}
+	return s, nil
+}
+
+func (s *Sink) conn() driver.Conn {
+	s.chMu.Lock()
+	defer s.chMu.Unlock()
+	return s.ch
 }
 
 // Ready reports whether ClickHouse answers and the last insert succeeded.
 func (s *Sink) Ready(ctx context.Context) error {
-	if err := s.ch.Ping(ctx); err != nil {
+	ch := s.conn()
+	if ch == nil {
+		return errors.New("clickhouse: not connected yet")
+	}
+	if err := ch.Ping(ctx); err != nil {
 		return fmt.Errorf("clickhouse: %w", err)
 	}
 	if s.failing.Load() {
@@ -155,67 +173,87 @@ func (s *Sink) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run consumes until ctx is done, then inserts and commits what it holds
-// (within ShutdownTimeout), leaves the group and closes. It returns nil
-// after a graceful stop, or the error that stopped it.
+// Run connects to ClickHouse, consumes until ctx is done, then inserts and
+// commits what it holds (within ShutdownTimeout), leaves the group and
+// closes. It returns nil after a graceful stop, or the error that stopped
+// it.
 func (s *Sink) Run(ctx context.Context) error {
-	defer s.ch.Close()
-	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.ExtraKafkaOpts...),
-			s.cfg.Group, s.cfg.InstanceID); err != nil {
-			s.log.Warn("leave group; its partitions move after the session timeout", "err", err)
+	defer func() {
+		if ch := s.conn(); ch != nil {
+			_ = ch.Close()
 		}
 	}()
-	defer s.cl.Close()
-	for ctx.Err() == nil {
-		wait := s.cfg.BatchInterval
-		if s.pending > 0 {
-			wait = time.Until(s.first.Add(s.cfg.BatchInterval))
-		}
-		if wait > 0 && s.buf.rows() < s.cfg.BatchRows {
-			pctx, cancel := context.WithTimeout(ctx, wait)
-			fetches := s.cl.PollRecords(pctx, s.cfg.BatchRows-s.buf.rows())
-			cancel()
-			if fetches.IsClientClosed() {
-				return errors.New("kafka client closed")
-			}
-			fetches.EachError(func(topic string, p int32, err error) {
-				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-					s.log.Warn("fetch error", "topic", topic, "partition", p, "err", err)
-				}
-			})
-			fetches.EachPartition(s.takePartition)
-		}
-		full := s.buf.rows() >= s.cfg.BatchRows
-		due := s.pending > 0 && time.Since(s.first) >= s.cfg.BatchInterval
-		if full || due {
-			if err := s.flush(ctx); err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				return err
-			}
-		}
+	return s.cons.Run(ctx, s.h)
+}
+
+// start connects to ClickHouse and checks its schema.
+func (s *Sink) start(ctx context.Context, cl *kgo.Client) error {
+	ch, err := Open(ctx, s.cfg.ClickHouse)
+	if err != nil {
+		return err
 	}
-	if s.pending == 0 {
+	s.chMu.Lock()
+	s.ch, s.cl = ch, cl
+	s.chMu.Unlock()
+	return CheckMigrated(ctx, ch, s.cfg.ClickHouse.Database)
+}
+
+// limit polls at most what fills the batch, and waits at most until the
+// batch is due; nothing when it is full or due (handle flushes it).
+func (s *Sink) limit(context.Context) (int, time.Duration) {
+	wait := s.cfg.BatchInterval
+	if s.pending > 0 {
+		wait = time.Until(s.first.Add(s.cfg.BatchInterval))
+	}
+	if wait <= 0 || s.buf.rows() >= s.cfg.BatchRows {
+		return 0, 0
+	}
+	return s.cfg.BatchRows - s.buf.rows(), wait
+}
+
+// handle buffers a poll and flushes the batch when it is full or due; the
+// offsets are committed after a flush.
+func (s *Sink) handle(ctx context.Context, fetches kgo.Fetches) (bool, error) {
+	fetches.EachPartition(s.takePartition)
+	full := s.buf.rows() >= s.cfg.BatchRows
+	due := s.pending > 0 && time.Since(s.first) >= s.cfg.BatchInterval
+	if !full && !due {
+		return false, nil
+	}
+	if err := s.flush(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *Sink) committed(err error) {
+	if err != nil {
+		// The rows are in ClickHouse; they will be inserted again after a
+		// restart or rebalance, and read once.
+		s.m.commitErrors.Inc()
+	} else {
+		s.m.commits.Inc()
+	}
+}
+
+// stop inserts and commits the last batch within ShutdownTimeout; what it
+// cannot insert is read again next time.
+func (s *Sink) stop(ctx context.Context) error {
+	if s.pending == 0 || s.conn() == nil {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.flush(sctx); err != nil {
 		s.log.Warn("last batch not inserted at shutdown; it will be read again", "err", err)
+		return nil
 	}
+	_ = s.cons.Commit(sctx, &s.h)
 	return nil
 }
 
 // takePartition buffers one partition's fetched records.
 func (s *Sink) takePartition(p kgo.FetchTopicPartition) {
-	if n := len(p.Records); n > 0 {
-		last := p.Records[n-1].Offset
-		s.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(max(0, p.HighWatermark-last-1)))
-	}
 	for _, r := range p.Records {
 		if s.pending == 0 {
 			s.first = time.Now()
@@ -244,7 +282,8 @@ func (s *Sink) reject(r *kgo.Record, reason string, err error) {
 }
 
 // flush inserts every buffered table (retrying each until it succeeds or ctx
-// ends), produces the queued rejects, then commits the polled offsets.
+// ends) and produces the queued rejects; the caller commits the polled
+// offsets.
 func (s *Sink) flush(ctx context.Context) error {
 	for _, t := range s.buf.tables {
 		if t.rows == 0 {
@@ -262,14 +301,6 @@ func (s *Sink) flush(ctx context.Context) error {
 			return err
 		}
 		s.rejects = s.rejects[:0]
-	}
-	if err := s.cl.CommitUncommittedOffsets(ctx); err != nil {
-		// The rows are in ClickHouse; they will be inserted again after a
-		// restart or rebalance, and read once.
-		s.m.commitErrors.Inc()
-		s.log.Warn("offset commit failed; the batch will be replayed (deduplicated)", "err", err)
-	} else {
-		s.m.commits.Inc()
 	}
 	s.pending = 0
 	s.m.buffered.Set(0)
@@ -351,7 +382,7 @@ func isDataError(err error) bool { _, ok := DataErrorCode(err); return ok }
 // RetryMin and RetryMax; it gives up when ctx ends, or at once with the
 // error when permanent (if not nil) says it would fail again.
 func (s *Sink) retry(ctx context.Context, what string, op func() error, table string, permanent func(error) bool) error {
-	backoff := s.cfg.RetryMin
+	backoff := kafkaconsume.Backoff{Min: s.cfg.RetryMin, Max: s.cfg.RetryMax}
 	for attempt := 1; ; attempt++ {
 		err := op()
 		if err == nil {
@@ -371,22 +402,22 @@ func (s *Sink) retry(ctx context.Context, what string, op func() error, table st
 		if table != "" {
 			s.m.failures.WithLabelValues(table).Inc()
 		}
+		wait := backoff.Next()
 		if attempt == 1 || attempt%10 == 0 {
-			s.log.Warn("failed; retrying", "op", what, "attempt", attempt, "backoff", backoff, "err", err)
+			s.log.Warn("failed; retrying", "op", what, "attempt", attempt, "backoff", wait, "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, s.cfg.RetryMax)
 	}
 }
 
 // insert sends rows lo..hi-1 of a table's buffer as one columnar batch.
 func (s *Sink) insert(ctx context.Context, t *table, lo, hi int) error {
 	start := time.Now()
-	batch, err := s.ch.PrepareBatch(ctx, t.insert)
+	batch, err := s.conn().PrepareBatch(ctx, t.insert)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}

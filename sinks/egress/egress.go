@@ -24,6 +24,7 @@
 package egress
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,12 +33,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/kafkagroup"
-
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/pkg/kafkatopics"
+	"github.com/ivms/ams/schemas"
 )
 
 // Config configures an Egress.
@@ -68,16 +70,28 @@ type Config struct {
 	StartAtEnd bool
 	// KafkaOpts are applied after the defaults.
 	KafkaOpts []kgo.Opt
+	// MQTT configures the connection pool the frames go out through.
+	MQTT MQTTConfig
+	// Schemas frames the records (required).
+	Schemas *schemas.Registry
+	// Log (nil: discarded) and Metrics, the registerer of egress's metrics
+	// (nil: a private registry).
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
 }
 
-// Egress consumes ams.downlink and publishes through a Pool.
+// Egress consumes ams.downlink and publishes through a Pool, in the loop of
+// pkg/kafkaconsume.
 type Egress struct {
 	cfg   Config
 	pool  *Pool
 	codec codec
 	log   *slog.Logger
 	m     *Metrics
-	cl    *kgo.Client
+	cons  *kafkaconsume.Consumer
+	// cl is the running client, stored by the first assignment (before any
+	// worker exists) and by Run's start.
+	cl atomic.Pointer[kgo.Client]
 
 	mu      sync.Mutex
 	workers map[int32]*partWorker
@@ -94,8 +108,8 @@ type Egress struct {
 	space    chan struct{} // cap 1: buffered went down
 }
 
-// New returns an egress over pool. codec is a *schemas.Registry.
-func New(cfg Config, pool *Pool, c codec, log *slog.Logger, m *Metrics) (*Egress, error) {
+// New returns an egress; it does no I/O (Run connects).
+func New(cfg Config) (*Egress, error) {
 	if cfg.Window <= 0 {
 		cfg.Window = 256
 	}
@@ -111,59 +125,58 @@ func New(cfg Config, pool *Pool, c codec, log *slog.Logger, m *Metrics) (*Egress
 	if cfg.Group == "" {
 		return nil, errors.New("egress: no consumer group")
 	}
-	if m == nil {
-		m = NewMetrics(nil)
+	reg := cfg.Schemas
+	if reg == nil {
+		return nil, errors.New("egress: no schema registry")
 	}
-	e := &Egress{cfg: cfg, pool: pool, codec: c, log: log, m: m, workers: map[int32]*partWorker{},
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
+	m := NewMetrics(cfg.Metrics)
+	e := &Egress{cfg: cfg, pool: NewPool(cfg.MQTT, log, m), codec: reg, log: log, m: m, workers: map[int32]*partWorker{},
 		space: make(chan struct{}, 1), fatalc: make(chan struct{})}
 	e.wctx, e.wcancel = context.WithCancelCause(context.Background())
-	reset := kgo.NewOffset().AtStart()
-	if cfg.StartAtEnd {
-		reset = kgo.NewOffset().AtEnd()
-	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Seeds...),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Names.Downlink),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(reset),
-		kgo.AutoCommitMarks(),
-		kgo.AutoCommitInterval(cfg.CommitInterval),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsAssigned(e.assigned),
-		kgo.OnPartitionsRevoked(e.revoked),
-		kgo.OnPartitionsLost(e.lost),
-		// Receipts and rejects.
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerLinger(2 * time.Millisecond),
-	}
-	if cfg.InstanceID != "" {
-		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
-	}
-	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
-	}
-	opts = append(opts, cfg.KafkaOpts...)
-	cl, err := kgo.NewClient(opts...)
+	cons, err := kafkaconsume.New(kafkaconsume.Config{
+		Name:           "egress",
+		Seeds:          cfg.Seeds,
+		Group:          cfg.Group,
+		Topics:         []string{cfg.Names.Downlink},
+		InstanceID:     cfg.InstanceID,
+		SessionTimeout: cfg.SessionTimeout,
+		StartAtEnd:     cfg.StartAtEnd,
+		Opts: []kgo.Opt{
+			// The workers mark what is done; marks are committed in the background.
+			kgo.AutoCommitMarks(),
+			kgo.AutoCommitInterval(cfg.CommitInterval),
+			kgo.BlockRebalanceOnPoll(),
+			kgo.OnPartitionsAssigned(e.assigned),
+			kgo.OnPartitionsRevoked(e.revoked),
+			kgo.OnPartitionsLost(e.lost),
+			// Receipts and rejects.
+			kgo.RequiredAcks(kgo.AllISRAcks()),
+			kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+			kgo.ProducerLinger(2 * time.Millisecond),
+		},
+		KafkaOpts: cfg.KafkaOpts,
+		Lag:       m.lag,
+		Log:       log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+		return nil, err
 	}
-	e.cl = cl
+	e.cons = cons
 	return e, nil
 }
 
 // Ready reports whether Kafka answers and every MQTT connection is up.
 func (e *Egress) Ready(ctx context.Context) error {
-	if err := e.cl.Ping(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	if err := e.cons.Ping(ctx); err != nil {
+		return err
 	}
 	return e.pool.Ready()
 }
 
 // Produce writes a receipt or reject (producer).
 func (e *Egress) Produce(rec *kgo.Record, done func(error)) {
-	e.cl.Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done(err) })
+	e.cl.Load().Produce(context.Background(), rec, func(_ *kgo.Record, err error) { done(err) })
 }
 
 // Run checks the topics, connects the pool, and consumes until ctx is done
@@ -181,81 +194,29 @@ func (e *Egress) Run(ctx context.Context) error {
 		case <-runCtx.Done():
 		}
 	}()
-	defer e.cl.Close()
-
-	if err := e.checkTopics(runCtx); err != nil {
-		return err
-	}
-	if err := e.pool.Connect(runCtx); err != nil {
-		_ = e.pool.Close(ctx)
-		return err
-	}
-	e.log.Info("egress running", "group", e.cfg.Group, "topic", e.cfg.Names.Downlink, "connections", len(e.pool.conns), "window", e.cfg.Window)
-
-	for runCtx.Err() == nil {
-		for e.buffered.Load() >= int64(e.cfg.MaxBuffered) {
-			select {
-			case <-e.space:
-			case <-runCtx.Done():
+	err := e.cons.Run(runCtx, kafkaconsume.Handler{
+		Start: func(ctx context.Context, cl *kgo.Client) error {
+			e.cl.Store(cl)
+			if err := e.checkTopics(ctx); err != nil {
+				return err
 			}
-			if runCtx.Err() != nil {
-				break
+			if err := e.pool.Connect(ctx); err != nil {
+				return err
 			}
-		}
-		if runCtx.Err() != nil {
-			break
-		}
-		fetches := e.cl.PollRecords(runCtx, 1000)
-		if fetches.IsClientClosed() {
-			e.cl.AllowRebalance()
-			break
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				e.log.Warn("egress fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		e.mu.Lock()
-		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			if len(ftp.Records) == 0 {
-				return
-			}
-			w := e.workers[ftp.Partition]
-			if w == nil {
-				// Not ours (any more): the owner reads it from the committed offset.
-				return
-			}
-			e.buffered.Add(int64(len(ftp.Records)))
-			e.m.buffered.Add(float64(len(ftp.Records)))
-			w.enqueue(ftp.Records)
-		})
-		e.mu.Unlock()
-		e.cl.AllowRebalance()
-	}
-
-	// Shut down: stop the workers, wait for what is in flight, commit.
-	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.DrainTimeout+10*time.Second)
-	defer stopCancel()
-	e.mu.Lock()
-	all := make([]int32, 0, len(e.workers))
-	for p := range e.workers {
-		all = append(all, p)
-	}
-	e.mu.Unlock()
-	e.stopWorkers(all)
-	if err := e.cl.CommitMarkedOffsets(stopCtx); err != nil {
-		e.log.Warn("egress final commit failed; the next owner republishes from the last committed offset", "err", err)
-	}
-	_ = e.pool.Close(stopCtx)
-	e.cl.Close() // leaves the group if dynamic; a static member leaves here:
-	if err := kafkagroup.Leave(stopCtx, nil, append([]kgo.Opt{kgo.SeedBrokers(e.cfg.Seeds...)}, e.cfg.KafkaOpts...),
-		e.cfg.Group, e.cfg.InstanceID); err != nil {
-		e.log.Warn("egress: leave group; its partitions move after the session timeout", "err", err)
-	}
+			e.log.Info("egress running", "group", e.cfg.Group, "topic", e.cfg.Names.Downlink, "connections", len(e.pool.conns), "window", e.cfg.Window)
+			return nil
+		},
+		Limit:  e.limit,
+		Handle: e.dispatch,
+		Stop:   e.shutdown,
+	})
 	select {
 	case <-e.fatalc:
 		return e.fatalErr
 	default:
+	}
+	if err != nil {
+		return err
 	}
 	if cause := context.Cause(runCtx); cause != nil && ctx.Err() == nil {
 		return cause
@@ -264,8 +225,61 @@ func (e *Egress) Run(ctx context.Context) error {
 	return nil
 }
 
+// limit waits while MaxBuffered frames are fetched and not done.
+func (e *Egress) limit(ctx context.Context) (int, time.Duration) {
+	for e.buffered.Load() >= int64(e.cfg.MaxBuffered) && ctx.Err() == nil {
+		select {
+		case <-e.space:
+		case <-ctx.Done():
+		}
+	}
+	return 1000, 0
+}
+
+// dispatch hands each partition's records to its worker; the workers mark
+// the offsets they are done with (committed in the background).
+func (e *Egress) dispatch(_ context.Context, fetches kgo.Fetches) (bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		w := e.workers[ftp.Partition]
+		if w == nil {
+			// Not ours (any more): the owner reads it from the committed offset.
+			return
+		}
+		e.buffered.Add(int64(len(ftp.Records)))
+		e.m.buffered.Add(float64(len(ftp.Records)))
+		w.enqueue(ftp.Records)
+	})
+	return false, nil
+}
+
+// shutdown stops the workers, waits for what is in flight, commits what
+// they marked and closes the pool.
+func (e *Egress) shutdown(ctx context.Context) error {
+	stopCtx, stopCancel := context.WithTimeout(ctx, e.cfg.DrainTimeout+10*time.Second)
+	defer stopCancel()
+	e.mu.Lock()
+	all := make([]int32, 0, len(e.workers))
+	for p := range e.workers {
+		all = append(all, p)
+	}
+	e.mu.Unlock()
+	e.stopWorkers(all)
+	if cl := e.cl.Load(); cl != nil {
+		if err := cl.CommitMarkedOffsets(stopCtx); err != nil {
+			e.log.Warn("egress final commit failed; the next owner republishes from the last committed offset", "err", err)
+		}
+	}
+	_ = e.pool.Close(stopCtx)
+	return nil
+}
+
 func (e *Egress) checkTopics(ctx context.Context) error {
-	adm := kadm.NewClient(e.cl)
+	adm := kadm.NewClient(e.cl.Load())
 	topics := []string{e.cfg.Names.Downlink, e.cfg.Names.DownlinkReceipts, e.cfg.Names.Rejects}
 	for {
 		td, err := adm.ListTopics(ctx, topics...)
@@ -297,7 +311,7 @@ func (e *Egress) deps() workerDeps {
 		window:   e.cfg.Window,
 		scan:     e.scanReceipts,
 		mark: func(rec *kgo.Record) {
-			e.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
+			e.cl.Load().MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
 				rec.Topic: {rec.Partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset + 1}},
 			})
 		},
@@ -325,7 +339,8 @@ func (e *Egress) deps() workerDeps {
 }
 
 // assigned starts a worker per new partition.
-func (e *Egress) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (e *Egress) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	e.cl.Store(cl)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, p := range assigned[e.cfg.Names.Downlink] {

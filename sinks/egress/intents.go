@@ -35,7 +35,7 @@ import (
 // or expired_before_publish status wins over an intent.
 func (e *Egress) scanReceipts(ctx context.Context, partition int32, since time.Time) (map[string]string, error) {
 	topic := e.cfg.Names.DownlinkReceipts
-	adm := kadm.NewClient(e.cl)
+	adm := kadm.NewClient(e.cl.Load())
 	td, err := adm.ListTopics(ctx, e.cfg.Names.Downlink, topic)
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)

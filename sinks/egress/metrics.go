@@ -18,6 +18,7 @@ type Metrics struct {
 	mqttUp         prometheus.Gauge
 	mqttConnects   prometheus.Counter
 	partitions     prometheus.Gauge
+	lag            *prometheus.GaugeVec     // by topic, partition
 	hops           *prometheus.HistogramVec // per-hop latency, by hop
 	hopToPublish   prometheus.Observer      // downlink record timestamp -> PUBLISH
 	hopPuback      prometheus.Observer      // PUBLISH -> PUBACK
@@ -71,6 +72,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ams_egress_partitions",
 			Help: "Partitions of ams.downlink assigned to this instance.",
 		}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ams_egress_lag",
+			Help: "Records behind the partition's high watermark at the last fetch.",
+		}, []string{"topic", "partition"}),
 		hops: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ams_egress_hop_seconds",
 			Help: "Per-hop latency of published downlinks, by hop: kafka_to_publish (downlink record timestamp, i.e. when the processor " +
@@ -83,6 +88,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.hopPuback = m.hops.WithLabelValues("publish_to_puback")
 	m.hopReceipt = m.hops.WithLabelValues("puback_to_receipt")
 	reg.MustRegister(m.hops, m.frames, m.rejects, m.republished, m.receipts, m.inflight, m.buffered,
-		m.publishSeconds, m.mqttUp, m.mqttConnects, m.partitions)
+		m.publishSeconds, m.mqttUp, m.mqttConnects, m.partitions, m.lag)
 	return m
 }

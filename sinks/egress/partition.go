@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -115,11 +114,8 @@ type partWorker struct {
 	d         workerDeps
 
 	mu       sync.Mutex
-	firstTS  time.Time // timestamp of the first record fetched since the assignment
-	scanned  bool      // prior holds the earlier owners' receipts
-	prior    map[string]string
-	queue    []*kgo.Record // fetched, not yet in the window
-	window   []*item       // in offset order
+	firstTS  time.Time     // timestamp of the first record fetched since the assignment
+	st       windowState   // what planRound reads and advances
 	notify   chan struct{} // cap 1
 	stopping chan struct{} // closed by stop
 	stopOnce sync.Once
@@ -148,7 +144,7 @@ func (w *partWorker) enqueue(recs []*kgo.Record) {
 	if w.firstTS.IsZero() && len(recs) > 0 {
 		w.firstTS = recs[0].Timestamp
 	}
-	w.queue = append(w.queue, recs...)
+	w.st.queue = append(w.st.queue, recs...)
 	w.mu.Unlock()
 	w.wake()
 }
@@ -166,20 +162,20 @@ func (w *partWorker) isStopping() bool {
 	}
 }
 
+// run is the worker's loop: each round plans under w.mu (planRound, pure),
+// then acts on the plan outside it (act: marks, receipts, intents,
+// publishes), then waits for a result, a fetch, the retry time or stop.
 func (w *partWorker) run(ctx context.Context) {
 	defer close(w.done)
 	defer func() {
 		// Everything not done is abandoned: the next owner re-reads it from
 		// the committed offset.
 		w.mu.Lock()
-		n := len(w.queue) + len(w.window)
-		w.queue, w.window = nil, nil
+		n := len(w.st.queue) + len(w.st.window)
+		w.st.queue, w.st.window = nil, nil
 		w.mu.Unlock()
 		w.d.retired(n)
 	}()
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 3 * time.Second
-	backoff := minBackoff
-	var retryAt time.Time // when failed frames may be published again; zero: not scheduled
 	var retryTimer *time.Timer
 	defer func() {
 		if retryTimer != nil {
@@ -190,175 +186,19 @@ func (w *partWorker) run(ctx context.Context) {
 	for {
 		stopping := w.isStopping()
 		w.mu.Lock()
-		// Retire the done prefix.
-		n := 0
-		for n < len(w.window) && w.window[n].state == stDone {
-			n++
-		}
-		var last *kgo.Record
-		if n > 0 {
-			last = w.window[n-1].rec
-			w.window = slices.Delete(w.window, 0, n)
-		}
-		// Receipts for the acknowledged prefix, in offset order.
-		var finish []*item
-		for _, it := range w.window {
-			if it.state == stAcked {
-				it.state = stFinishing
-				finish = append(finish, it)
-				continue
-			}
-			if it.state != stFinishing && it.state != stDone {
-				break
-			}
-		}
-		publishing, failed := 0, 0
-		var failedSN string
-		for _, it := range w.window {
-			switch it.state {
-			case stPublishing:
-				publishing++
-			case stFailed:
-				if failed == 0 {
-					failedSN = it.dl.SN
-				}
-				failed++
-			}
-		}
-		var publish, intents []*item
-		republish, needScan, settled := false, false, false
-		now := w.now()
-		switch {
-		case stopping:
-			// Publish nothing more; failed frames are left to the next owner.
-		case failed > 0:
-			// Re-publish in offset order once every publish in flight has
-			// resolved (all results of a lost connection are in) and the
-			// backoff has passed.
-			if publishing > 0 {
-				break
-			}
-			if retryAt.IsZero() {
-				retryAt = time.Now().Add(backoff)
-				backoff = min(2*backoff, maxBackoff)
-			}
-			if time.Now().Before(retryAt) {
-				break
-			}
-			retryAt = time.Time{}
-			republish = true
-			for _, it := range w.window {
-				if it.state != stFailed {
-					continue
-				}
-				switch {
-				case expired(it, now):
-					it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
-					finish = append(finish, it)
-				case it.dl.AtMostOnce && it.uncertain:
-					// The broker may have it: never publish it again.
-					it.status, it.state = schemas.ReceiptDeliveryUnknown, stFinishing
-					finish = append(finish, it)
-				default:
-					it.state = stPublishing
-					it.gen = w.d.pub.Gen(it.dl.SN)
-					publish = append(publish, it)
-				}
-			}
-		default:
-			// A frame whose intent is written goes out now; nothing after
-			// it was taken, so the device's order holds.
-			blocked := false
-			for _, it := range w.window {
-				switch it.state {
-				case stIntent:
-					blocked = true
-				case stIntentAcked:
-					if expired(it, now) {
-						it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
-						finish = append(finish, it)
-						continue
-					}
-					it.state = stPublishing
-					it.gen = w.d.pub.Gen(it.dl.SN)
-					publish = append(publish, it)
-				}
-			}
-			for !blocked && len(w.queue) > 0 && len(w.window) < w.d.window {
-				rec := w.queue[0]
-				it := w.decode(rec)
-				if it.reject == nil && it.dl.AtMostOnce && !w.scanned {
-					needScan = true // left in the queue until the receipts are read
-					break
-				}
-				w.queue[0] = nil
-				w.queue = w.queue[1:]
-				w.window = append(w.window, it)
-				switch {
-				case it.reject != nil:
-					it.state = stFinishing
-					finish = append(finish, it)
-				case expired(it, now):
-					it.status, it.state = schemas.ReceiptExpiredBeforePublish, stFinishing
-					finish = append(finish, it)
-				case it.dl.AtMostOnce:
-					switch w.prior[it.dl.FrameID] {
-					case "":
-						// First attempt: record the intent, publish once it is written.
-						it.state = stIntent
-						intents = append(intents, it)
-						blocked = true
-					case schemas.ReceiptPublishing:
-						// An earlier owner stopped between its intent and the
-						// outcome: the device may have it.
-						it.status, it.state = schemas.ReceiptDeliveryUnknown, stFinishing
-						finish = append(finish, it)
-					default:
-						// Already published (or settled) by an earlier owner.
-						it.state = stDone
-						settled = true
-						w.d.m.frames.WithLabelValues("already_settled").Inc()
-					}
-				default:
-					it.state = stPublishing
-					it.gen = w.d.pub.Gen(it.dl.SN)
-					publish = append(publish, it)
-				}
-			}
-		}
+		p := planRound(&w.st, planInput{
+			now:      w.now(),
+			wall:     time.Now(),
+			stopping: stopping,
+			window:   w.d.window,
+			gen:      w.d.pub.Gen,
+			decode:   w.decode,
+		})
 		scanSince := w.firstTS
-		// What will still report back: publishes and receipts in flight.
-		pending := 0
-		for _, it := range w.window {
-			if it.state == stPublishing || it.state == stFinishing || it.state == stIntent {
-				pending++
-			}
-		}
 		w.mu.Unlock()
 
-		if last != nil {
-			w.d.mark(last)
-			w.d.retired(n)
-			if failed == 0 {
-				backoff = minBackoff
-			}
-		}
-		if republish {
-			w.d.m.republished.Add(float64(len(publish)))
-		}
-		for _, it := range finish {
-			w.finish(it)
-		}
-		for _, it := range intents {
-			w.intent(it)
-		}
-		for _, it := range publish {
-			w.publish(it)
-		}
-		if settled {
-			w.wake() // retire them
-		}
-		if needScan {
+		w.act(p)
+		if p.needScan {
 			if err := w.scanPrior(ctx, scanSince); err != nil {
 				w.d.m.frames.WithLabelValues("scan_failed").Inc()
 				// Retry after a pause; the at_most_once frame waits.
@@ -371,15 +211,15 @@ func (w *partWorker) run(ctx context.Context) {
 			}
 			continue
 		}
-		if stopping && pending == 0 {
+		if stopping && p.pending == 0 {
 			return
 		}
 		retryC = nil
-		if !retryAt.IsZero() && !stopping {
+		if !p.retryAt.IsZero() && !stopping {
 			if retryTimer == nil {
-				retryTimer = time.NewTimer(time.Until(retryAt))
+				retryTimer = time.NewTimer(time.Until(p.retryAt))
 			} else {
-				retryTimer.Reset(time.Until(retryAt))
+				retryTimer.Reset(time.Until(p.retryAt))
 			}
 			retryC = retryTimer.C
 		}
@@ -391,15 +231,40 @@ func (w *partWorker) run(ctx context.Context) {
 		case <-w.notify:
 		case <-retryC:
 			// Wait for the device's connection rather than spin on it.
-			if failedSN != "" {
-				waitCtx, cancel := context.WithTimeout(ctx, maxBackoff)
-				_ = w.d.pub.WaitUp(waitCtx, failedSN)
+			if p.failedSN != "" {
+				waitCtx, cancel := context.WithTimeout(ctx, maxRetryBackoff)
+				_ = w.d.pub.WaitUp(waitCtx, p.failedSN)
 				cancel()
 			}
 		case <-stopC:
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// act carries out a plan: it marks the done prefix, writes the receipts,
+// rejects and intents, and publishes, in that order.
+func (w *partWorker) act(p plan) {
+	if p.last != nil {
+		w.d.mark(p.last)
+		w.d.retired(p.retired)
+	}
+	if p.republish {
+		w.d.m.republished.Add(float64(len(p.publish)))
+	}
+	for _, it := range p.finish {
+		w.finish(it)
+	}
+	for _, it := range p.intents {
+		w.intent(it)
+	}
+	for _, it := range p.publish {
+		w.publish(it)
+	}
+	if p.settled > 0 {
+		w.d.m.frames.WithLabelValues("already_settled").Add(float64(p.settled))
+		w.wake() // retire them
 	}
 }
 
@@ -481,7 +346,7 @@ func (w *partWorker) scanPrior(ctx context.Context, first time.Time) error {
 		}
 	}
 	w.mu.Lock()
-	w.prior, w.scanned = prior, true
+	w.st.prior, w.st.scanned = prior, true
 	w.mu.Unlock()
 	return nil
 }

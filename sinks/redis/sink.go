@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/kafkagroup"
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/schemas"
 )
 
@@ -22,6 +23,7 @@ type Metrics struct {
 	Applied prometheus.Counter     // records that changed the state (the others were duplicates or older)
 	Errors  prometheus.Counter     // Redis failures (each retried)
 	Batch   prometheus.Histogram   // seconds to apply one polled batch
+	Lag     *prometheus.GaugeVec   // records behind the high watermark, by topic and partition
 }
 
 // NewMetrics registers the sink's metrics with reg (nil: not registered).
@@ -35,9 +37,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Redis failures of the Redis sink (the batch is retried)"}),
 		Batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ams_redis_sink_batch_seconds",
 			Help: "time to apply one polled batch to Redis", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ams_redis_sink_lag",
+			Help: "records behind the partition's high watermark at the last fetch"}, []string{"topic", "partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Applied, m.Errors, m.Batch)
+		reg.MustRegister(m.Records, m.Applied, m.Errors, m.Batch, m.Lag)
 	}
 	return m
 }
@@ -59,10 +63,18 @@ type SinkConfig struct {
 	SessionTimeout time.Duration
 	// KafkaOpts are applied after the defaults.
 	KafkaOpts []kgo.Opt
+	// Projector applies the records (required).
+	Projector *Projector
+	// Redis is the client the projector writes with (Ready pings it).
+	Redis goredis.UniversalClient
+	// Log (nil: discarded) and Metrics, the registerer of the sink's
+	// metrics (nil: not registered).
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
 }
 
 // Sink consumes the projected topics (read-committed, in a consumer group)
-// and applies them with a Projector.
+// and applies them with a Projector, in the loop of pkg/kafkaconsume.
 //
 // Delivery: at-least-once. Offsets are committed only after the Redis writes
 // of every record up to them succeeded; a Redis failure is retried (with
@@ -80,40 +92,41 @@ type Sink struct {
 	proj *Projector
 	enc  Codec
 	rdb  goredis.UniversalClient
-	cl   *kgo.Client
+	cons *kafkaconsume.Consumer
+	cl   *kgo.Client // set by Run, for the rejects
 	log  *slog.Logger
 	m    *Metrics
 
+	polled   int64 // records applied and not yet committed
 	consumed atomic.Int64
 }
 
-// NewSink returns a sink; Run starts it.
-func NewSink(cfg SinkConfig, proj *Projector, rdb goredis.UniversalClient, log *slog.Logger, m *Metrics) (*Sink, error) {
-	if cfg.Group == "" {
-		return nil, errors.New("redis sink: no consumer group")
+// NewSink returns a sink; it does no I/O. Run starts it.
+func NewSink(cfg SinkConfig) (*Sink, error) {
+	if cfg.Projector == nil || cfg.Redis == nil {
+		return nil, errors.New("redis sink: no projector or Redis client")
 	}
 	if cfg.MaxPoll <= 0 {
 		cfg.MaxPoll = 1000
 	}
-	if m == nil {
-		m = NewMetrics(nil)
-	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Seeds...),
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(proj.Topics()...),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-	}
-	opts = append(opts, kafkagroup.Opts(cfg.InstanceID, cfg.SessionTimeout)...)
-	opts = append(opts, cfg.KafkaOpts...)
-	cl, err := kgo.NewClient(opts...)
+	log := cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))
+	m := NewMetrics(cfg.Metrics)
+	cons, err := kafkaconsume.New(kafkaconsume.Config{
+		Name:           "redis sink",
+		Seeds:          cfg.Seeds,
+		Group:          cfg.Group,
+		Topics:         cfg.Projector.Topics(),
+		InstanceID:     cfg.InstanceID,
+		SessionTimeout: cfg.SessionTimeout,
+		Opts:           []kgo.Opt{kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll()},
+		KafkaOpts:      cfg.KafkaOpts,
+		Lag:            m.Lag,
+		Log:            log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("redis sink: kafka client: %w", err)
+		return nil, err
 	}
-	return &Sink{cfg: cfg, proj: proj, enc: proj.codec, rdb: rdb, cl: cl, log: log, m: m}, nil
+	return &Sink{cfg: cfg, proj: cfg.Projector, enc: cfg.Projector.codec, rdb: cfg.Redis, cons: cons, log: log, m: m}, nil
 }
 
 // Consumed is how many records the sink has applied to Redis or skipped
@@ -122,8 +135,8 @@ func (s *Sink) Consumed() int64 { return s.consumed.Load() }
 
 // Ready reports whether Kafka and Redis answer.
 func (s *Sink) Ready(ctx context.Context) error {
-	if err := s.cl.Ping(ctx); err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	if err := s.cons.Ping(ctx); err != nil {
+		return err
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis: %w", err)
@@ -131,70 +144,49 @@ func (s *Sink) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run consumes until ctx is done, then commits what was applied and closes
-// the Kafka client. It returns nil on a clean stop.
+// Run loads the projector's scripts, consumes until ctx is done, then
+// commits what was applied and closes the Kafka client. It returns nil on
+// a clean stop.
 func (s *Sink) Run(ctx context.Context) error {
-	defer func() { // after Close: a static member leaves the group (kafkagroup.Leave)
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := kafkagroup.Leave(lctx, nil, append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Seeds...)}, s.cfg.KafkaOpts...),
-			s.cfg.Group, s.cfg.InstanceID); err != nil {
-			s.log.Warn("redis sink: leave group; its partitions move after the session timeout", "err", err)
-		}
-	}()
-	defer s.cl.Close()
-	if err := s.proj.Load(ctx); err != nil {
-		return err
-	}
-	s.log.Info("redis sink running", "group", s.cfg.Group, "topics", s.proj.Topics(), "prefix", s.proj.keys.Prefix)
-	for {
-		fs := s.cl.PollRecords(ctx, s.cfg.MaxPoll)
-		if fs.IsClientClosed() || ctx.Err() != nil {
-			s.cl.AllowRebalance()
-			return nil
-		}
-		fs.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
-				s.log.Warn("redis sink: fetch error", "topic", t, "partition", p, "err", err)
-			}
-		})
-		recs := fs.Records()
-		if len(recs) > 0 {
-			if err := s.apply(ctx, recs); err != nil {
-				s.cl.AllowRebalance()
-				if ctx.Err() != nil {
-					return nil // stopped while retrying: nothing committed past what was applied
-				}
+	return s.cons.Run(ctx, kafkaconsume.Handler{
+		Start: func(ctx context.Context, cl *kgo.Client) error {
+			s.cl = cl
+			if err := s.proj.Load(ctx); err != nil {
 				return err
 			}
-			// Committed even when ctx is done (the records are applied), within a bound.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := s.cl.CommitUncommittedOffsets(cctx); err != nil {
-				// Not fatal: a later commit covers these records, or a restart
-				// re-applies them harmlessly.
-				s.log.Warn("redis sink: commit", "err", err)
+			s.log.Info("redis sink running", "group", s.cfg.Group, "topics", s.proj.Topics(), "prefix", s.proj.keys.Prefix)
+			return nil
+		},
+		Limit: func(context.Context) (int, time.Duration) { return s.cfg.MaxPoll, 0 },
+		Handle: func(ctx context.Context, fs kgo.Fetches) (bool, error) {
+			recs := fs.Records()
+			if len(recs) == 0 {
+				return false, nil
 			}
-			cancel()
-			s.consumed.Add(int64(len(recs)))
-		}
-		s.cl.AllowRebalance()
-	}
+			if err := s.apply(ctx, recs); err != nil {
+				return false, err
+			}
+			s.polled = int64(len(recs))
+			return true, nil // committed even when ctx is done (the records are applied)
+		},
+		Committed: func(error) { s.consumed.Add(s.polled); s.polled = 0 },
+	})
 }
 
 // apply applies one batch, retrying Redis failures with backoff until ctx
 // is done, then produces the rejects of the records it could not apply
 // (also retried until they are written).
 func (s *Sink) apply(ctx context.Context, recs []*kgo.Record) error {
-	backoff := 100 * time.Millisecond
+	var backoff kafkaconsume.Backoff
 	wait := func(what string, err error) error {
 		s.m.Errors.Inc()
-		s.log.Warn("redis sink: "+what+" failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+		d := backoff.Next()
+		s.log.Warn("redis sink: "+what+" failed; retrying", "records", len(recs), "err", err, "backoff", d)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(d):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 		return nil
 	}
 	for {

@@ -87,8 +87,8 @@ func (f *fixture) produce(topic, key string, v any) {
 // returns its error.
 func (f *fixture) start(prefix string) (sink *Sink, stop func() error) {
 	f.t.Helper()
-	sink, err := NewSink(SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(f.t, "it_redis_g"), KafkaOpts: testenv.KafkaOpts()},
-		NewProjector(f.rdb, Keys{Prefix: prefix}, f.names, f.reg), f.rdb, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	sink, err := NewSink(SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(f.t, "it_redis_g"), KafkaOpts: testenv.KafkaOpts(),
+		Projector: NewProjector(f.rdb, Keys{Prefix: prefix}, f.names, f.reg), Redis: f.rdb, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -90,18 +90,6 @@ func RunEgress(ctx context.Context, o EgressOptions) error {
 	if o.EgressID == "" {
 		o.EgressID = e.ns.ClientIDPrefix + "egress-" + instanceName()
 	}
-	m := egress.NewMetrics(e.ops.Registry)
-	pool := egress.NewPool(egress.MQTTConfig{
-		URL:            o.MQTT.URL,
-		Username:       o.MQTT.Username,
-		Password:       e.mqttPassword,
-		TLS:            e.mqttTLS,
-		ClientIDPrefix: o.EgressID,
-		Connections:    o.Connections,
-		KeepAlive:      o.MQTT.KeepAlive,
-		ConnectTimeout: o.MQTT.ConnectTimeout,
-		PublishTimeout: o.PublishTimeout,
-	}, e.log, m)
 	eg, err := egress.New(egress.Config{
 		Seeds:          o.Kafka.Seeds(),
 		Names:          o.Kafka.Names(),
@@ -115,7 +103,21 @@ func RunEgress(ctx context.Context, o EgressOptions) error {
 		SessionTimeout: o.SessionTimeout,
 		StartAtEnd:     o.StartAtEnd,
 		KafkaOpts:      e.kopts,
-	}, pool, e.reg, e.log, m)
+		MQTT: egress.MQTTConfig{
+			URL:            o.MQTT.URL,
+			Username:       o.MQTT.Username,
+			Password:       e.mqttPassword,
+			TLS:            e.mqttTLS,
+			ClientIDPrefix: o.EgressID,
+			Connections:    o.Connections,
+			KeepAlive:      o.MQTT.KeepAlive,
+			ConnectTimeout: o.MQTT.ConnectTimeout,
+			PublishTimeout: o.PublishTimeout,
+		},
+		Schemas: e.reg,
+		Log:     e.log,
+		Metrics: e.ops.Registry,
+	})
 	if err != nil {
 		return err
 	}

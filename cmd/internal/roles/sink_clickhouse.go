@@ -66,8 +66,7 @@ func RunSinkClickHouse(ctx context.Context, o SinkClickHouseOptions) error {
 	if err != nil {
 		return err
 	}
-	m := chsink.NewMetrics(e.ops.Registry)
-	s, err := chsink.New(ctx, chsink.Config{
+	s, err := chsink.New(chsink.Config{
 		Seeds:           o.Kafka.Seeds(),
 		Names:           o.Kafka.Names(),
 		Group:           o.Group,
@@ -79,7 +78,10 @@ func RunSinkClickHouse(ctx context.Context, o SinkClickHouseOptions) error {
 		SessionTimeout:  o.SessionTimeout,
 		ExtraKafkaOpts:  kopts,
 		InstanceID:      o.InstanceID,
-	}, e.reg, e.log, m)
+		Schemas:         e.reg,
+		Log:             e.log,
+		Metrics:         e.ops.Registry,
+	})
 	if err != nil {
 		return err
 	}

@@ -58,13 +58,13 @@ func RunSinkRedis(ctx context.Context, o SinkRedisOptions) error {
 		return err
 	}
 	defer rdb.Close()
-	m := amsredis.NewMetrics(e.ops.Registry)
 	if err := e.ops.Registry.Register(amsredis.NewFleetCollector(rdb, o.Redis.Keys())); err != nil {
 		return fmt.Errorf("fleet gauges: %w", err)
 	}
 	proj := amsredis.NewProjector(rdb, o.Redis.Keys(), o.Kafka.Names(), e.reg)
 	s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: o.Kafka.Seeds(), Group: o.Group, MaxPoll: o.MaxPoll,
-		InstanceID: o.InstanceID, SessionTimeout: o.SessionTimeout, KafkaOpts: kopts}, proj, rdb, e.log, m)
+		InstanceID: o.InstanceID, SessionTimeout: o.SessionTimeout, KafkaOpts: kopts,
+		Projector: proj, Redis: rdb, Log: e.log, Metrics: e.ops.Registry})
 	if err != nil {
 		return fmt.Errorf("redis sink: %w", err)
 	}
