@@ -15,7 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/ivms/ams/pkg/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 )
 
 // TestIngestThroughput measures `ams ingest` from MQTT to Kafka: frames/s

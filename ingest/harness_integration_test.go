@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
 )
 

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ivms/ams/pkg/mqttconform"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
 )
 

@@ -19,8 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 	"github.com/ivms/ams/schemas"
 )
 

@@ -15,11 +15,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/chsink"
+	"github.com/ivms/ams/sinks/redissink"
 )
 
 // TestSchemaUpgradeSideBySide is the rollout of step 2 of a schema upgrade
@@ -189,15 +190,15 @@ func upgradeRedisSink(t *testing.T, names kafkatopics.Names, reg *schemas.Regist
 	defer cancel()
 	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() { _ = rdb.Close() })
-	keys := amsredis.Keys{Prefix: testenv.Unique(t, "upg") + ":"}
+	keys := devicestate.Keys{Prefix: testenv.Unique(t, "upg") + ":"}
 	t.Cleanup(func() {
 		if ks, _ := rdb.Keys(context.Background(), keys.Prefix+"*").Result(); len(ks) > 0 {
 			rdb.Del(context.Background(), ks...)
 		}
 	})
 	preg := prometheus.NewRegistry()
-	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "upg-redis"), KafkaOpts: testenv.KafkaOpts(),
-		Projector: amsredis.NewProjector(rdb, keys, names, reg), Redis: rdb, Log: quiet(), Metrics: preg})
+	sink, err := redissink.NewSink(redissink.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "upg-redis"), KafkaOpts: testenv.KafkaOpts(),
+		Projector: redissink.NewProjector(rdb, keys, names, reg), Redis: rdb, Log: quiet(), Metrics: preg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func upgradeRedisSink(t *testing.T, names kafkatopics.Names, reg *schemas.Regist
 	if rej := metricSum(t, preg, "ams_redis_sink_records_total", "outcome", "rejected"); rej != 0 {
 		t.Fatalf("the sink rejected %v records", rej)
 	}
-	st := amsredis.NewStore(rdb, keys)
+	st := devicestate.NewStore(rdb, keys)
 	for sn, at := range lastSeen {
 		d, ok, err := st.Device(ctx, sn)
 		if err != nil || !ok || d.LastSeen == nil || !d.LastSeen.Equal(at) {

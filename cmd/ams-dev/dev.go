@@ -1,6 +1,6 @@
 // Command ams-dev is `make run`: every role of ams in one process, on
 // embedded services, for a first run. Kafka is franz-go's kfake, Redis is
-// miniredis, the MQTT broker is pkg/devbroker (mochi, with ams's broker
+// miniredis, the MQTT broker is pkg/devkit/devbroker (mochi, with ams's broker
 // policy and EMQX 5 connection events); ClickHouse, which has no embedded
 // form, is a private clickhouse-server process with its data under -dir (or
 // the server of -clickhouse-addr). The roles are the same code as `ams
@@ -41,9 +41,9 @@ import (
 
 	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/connsec"
-	"github.com/ivms/ams/pkg/devbroker"
 	"github.com/ivms/ams/pkg/deviceauth"
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devkit/devbroker"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/envflag"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/protocol"

@@ -17,7 +17,7 @@ import (
 
 	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/deploy/stack/chserver"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // devClickHouse is the private clickhouse-server of `ams-dev`: its config,

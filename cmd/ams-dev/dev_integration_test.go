@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	chsink "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // TestDevRunsEverything runs `ams-dev -devices 50` (the built binary, as

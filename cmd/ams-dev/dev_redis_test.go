@@ -9,13 +9,14 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/redissink"
 )
 
 // TestMiniredisRunsTheProjection checks that the embedded Redis of `ams-dev`
-// (miniredis) runs what sinks/redis uses: the Lua scripts by EVALSHA in a
+// (miniredis) runs what sinks/redissink uses: the Lua scripts by EVALSHA in a
 // pipeline (with ZADD/ZREM, HSET, RPUSH, SADD, PUBLISH inside), SCRIPT LOAD,
 // ZRANGEBYLEX, HGETALL / HMGET in pipelines, and SUBSCRIBE.
 func TestMiniredisRunsTheProjection(t *testing.T) {
@@ -29,12 +30,12 @@ func TestMiniredisRunsTheProjection(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := kafkatopics.WithPrefix("")
-	keys := amsredis.Keys{Prefix: "ams:"}
-	proj := amsredis.NewProjector(rdb, keys, names, reg)
+	keys := devicestate.Keys{Prefix: "ams:"}
+	proj := redissink.NewProjector(rdb, keys, names, reg)
 	if err := proj.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	store := amsredis.NewStore(rdb, keys)
+	store := devicestate.NewStore(rdb, keys)
 	const sn = "0505050505000001"
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	rec := func(topic string, v any) *kgo.Record {

@@ -15,11 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/cmd/internal/roles"
-	"github.com/ivms/ams/pkg/devbroker"
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/devkit/devbroker"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // devHints is what `ams-dev` prints once everything runs.
@@ -207,7 +207,7 @@ func (v *devView) consume(ctx context.Context, cl *kgo.Client, reg *schemas.Regi
 
 // render returns the view's lines and the uplink count it saw.
 func (v *devView) render(ctx context.Context, adm *kadm.Client, rdb *goredis.Client, start time.Time, prevUp int64, prevAt time.Time) ([]string, int64) {
-	keys := amsredis.Keys{Prefix: amsredis.DefaultPrefix}
+	keys := devicestate.Keys{Prefix: devicestate.DefaultPrefix}
 	online, err := rdb.ZCard(ctx, keys.Online()).Result()
 	onlineS := fmt.Sprint(online)
 	if err != nil {

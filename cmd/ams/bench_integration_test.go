@@ -42,12 +42,12 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
-	amsch "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 func benchEnv(name string, def int) int {
@@ -267,7 +267,7 @@ func (s *benchStack) cleanup() {
 func (s *benchStack) clickhouse(query string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conn, err := amsch.Open(ctx, stackCH(s.chDB))
+	conn, err := chsink.Open(ctx, stackCH(s.chDB))
 	if err != nil {
 		return "", err
 	}
@@ -566,7 +566,7 @@ func BenchmarkClickHouseLag(b *testing.B) {
 	}
 	chctx, chcancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer chcancel()
-	conn, err := amsch.Open(chctx, stackCH(s.chDB))
+	conn, err := chsink.Open(chctx, stackCH(s.chDB))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -787,7 +787,7 @@ func sampledSent(pubTimes [][]time.Time) int {
 }
 
 // stackCH returns the options of the stack's ClickHouse (user, password and TLS from testenv).
-func stackCH(db string) amsch.Options {
+func stackCH(db string) chsink.Options {
 	c := testenv.ClickHouseSettings()
-	return amsch.Options{Addr: c.Addr, Database: db, Username: c.Username, Password: c.Password, TLS: c.TLS}
+	return chsink.Options{Addr: c.Addr, Database: db, Username: c.Username, Password: c.Password, TLS: c.TLS}
 }

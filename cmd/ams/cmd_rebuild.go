@@ -10,7 +10,7 @@ import (
 
 	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/schemas"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // rebuildCommand is `ams rebuild -table NAME`: wipe one ClickHouse table

@@ -15,7 +15,7 @@ import (
 	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/deviceauth"
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/mqttdynsec"
 	"github.com/ivms/ams/pkg/protocol"
 )

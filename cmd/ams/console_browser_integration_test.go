@@ -29,11 +29,11 @@ import (
 	"github.com/ivms/ams/cmd/internal/roles"
 	"github.com/ivms/ams/ingest/api"
 	"github.com/ivms/ams/ingest/console"
-	"github.com/ivms/ams/pkg/devicesim"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // chromiumPath finds Debian's chromium (installed by deploy/stack/up.sh).
@@ -125,7 +125,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	auth := roles.ConsoleAuth{Tokens: apiTokens}
-	con, err := console.New(console.Config{Names: s.names, Keys: amsredis.Keys{Prefix: s.redisPrefix}, Tick: 250 * time.Millisecond},
+	con, err := console.New(console.Config{Names: s.names, Keys: devicestate.Keys{Prefix: s.redisPrefix}, Tick: 250 * time.Millisecond},
 		console.Deps{Auth: auth, Redis: rdb, Producer: api.KafkaProducer{Client: cl}, Encoder: s.reg, History: hist})
 	if err != nil {
 		t.Fatal(err)

@@ -34,13 +34,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // e2ePartitions is the partition count of every topic of a test.
@@ -286,16 +286,16 @@ func (s *e2eStack) clickhouse() (driver.Conn, error) {
 }
 
 // exampleQuery returns the example query titled title from
-// sinks/clickhouse/README.md, reading this test's database instead of ams.
+// sinks/chsink/README.md, reading this test's database instead of ams.
 func (s *e2eStack) exampleQuery(title string) string {
 	s.t.Helper()
-	b, err := os.ReadFile("../../sinks/clickhouse/README.md")
+	b, err := os.ReadFile("../../sinks/chsink/README.md")
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(b), "\n## Example queries\n")
 	if !ok {
-		s.t.Fatal("sinks/clickhouse/README.md has no Example queries section")
+		s.t.Fatal("sinks/chsink/README.md has no Example queries section")
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	for _, part := range strings.Split(section, "```sql\n")[1:] {
@@ -305,7 +305,7 @@ func (s *e2eStack) exampleQuery(title string) string {
 			return strings.ReplaceAll(q, "ams.", s.chDatabase+".")
 		}
 	}
-	s.t.Fatalf("sinks/clickhouse/README.md has no example query %q", title)
+	s.t.Fatalf("sinks/chsink/README.md has no example query %q", title)
 	return ""
 }
 
@@ -425,17 +425,17 @@ func (s *e2eStack) register(sn string, r e2eRegistration) {
 }
 
 // device reads GET /v1/devices/{sn}; ok is false on 404.
-func (s *e2eStack) device(sn string) (amsredis.Device, bool) {
+func (s *e2eStack) device(sn string) (devicestate.Device, bool) {
 	s.t.Helper()
 	code, b := s.apiDo(http.MethodGet, "/v1/devices/"+sn, nil)
 	switch code {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return amsredis.Device{}, false
+		return devicestate.Device{}, false
 	default:
 		s.t.Fatalf("GET /v1/devices/%s: %d %s", sn, code, b)
 	}
-	var d amsredis.Device
+	var d devicestate.Device
 	if err := json.Unmarshal(b, &d); err != nil {
 		s.t.Fatalf("GET /v1/devices/%s: %v: %s", sn, err, b)
 	}
@@ -468,7 +468,7 @@ type commandRequest struct {
 // commandAnswer is either answer of POST .../commands: the command once
 // final (200) or the acceptance (202).
 type commandAnswer struct {
-	amsredis.Command
+	devicestate.Command
 	URL string `json:"url"`
 }
 
@@ -492,17 +492,17 @@ func (s *e2eStack) postCommand(sn string, req commandRequest, wait time.Duration
 }
 
 // command reads GET /v1/commands/{id}; ok is false on 404.
-func (s *e2eStack) command(id string) (amsredis.Command, bool) {
+func (s *e2eStack) command(id string) (devicestate.Command, bool) {
 	s.t.Helper()
 	code, b := s.apiDo(http.MethodGet, "/v1/commands/"+id, nil)
 	switch code {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return amsredis.Command{}, false
+		return devicestate.Command{}, false
 	default:
 		s.t.Fatalf("GET /v1/commands/%s: %d %s", id, code, b)
 	}
-	var c amsredis.Command
+	var c devicestate.Command
 	if err := json.Unmarshal(b, &c); err != nil {
 		s.t.Fatalf("GET /v1/commands/%s: %v: %s", id, err, b)
 	}
@@ -510,9 +510,9 @@ func (s *e2eStack) command(id string) (amsredis.Command, bool) {
 }
 
 // waitCommand waits until the command's projected state satisfies ok.
-func (s *e2eStack) waitCommand(id, what string, timeout time.Duration, ok func(amsredis.Command) bool) amsredis.Command {
+func (s *e2eStack) waitCommand(id, what string, timeout time.Duration, ok func(devicestate.Command) bool) devicestate.Command {
 	s.t.Helper()
-	var last amsredis.Command
+	var last devicestate.Command
 	e2eWaitFor(s.t, timeout, "command "+id+" "+what, func() (bool, string) {
 		c, found := s.command(id)
 		if !found {
@@ -524,7 +524,7 @@ func (s *e2eStack) waitCommand(id, what string, timeout time.Duration, ok func(a
 	return last
 }
 
-func historyStates(c amsredis.Command) []string {
+func historyStates(c devicestate.Command) []string {
 	var out []string
 	for _, h := range c.History {
 		out = append(out, h.State)

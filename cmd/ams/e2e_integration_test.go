@@ -5,7 +5,7 @@ package main
 // End-to-end tests: the whole pipeline with real services. Every role
 // (ingest, process, egress, sink redis, api) runs as a subprocess of the
 // built ams binary, against the shared Kafka and Redis and a private
-// Mosquitto; the devices are a pkg/devicesim fleet in the test process
+// Mosquitto; the devices are a pkg/devkit/devicesim fleet in the test process
 // (each device checks every frame it receives). Helpers are in
 // e2e_helpers_integration_test.go.
 //
@@ -23,12 +23,12 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/commandkinds"
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/protocol"
-	cmdlife "github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/device"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // simSN is the sn devicesim gives device number i of a fleet with prefix.
@@ -330,7 +330,7 @@ func TestDeviceLife(t *testing.T) {
 	t.Logf("%d malformed frames sent, %d rejects: %v", sum.MalformedTotal, len(rejects), wantRejects)
 
 	// The history in ClickHouse says what the fleet did: the data team's
-	// example queries (sinks/clickhouse/README.md) against what the
+	// example queries (sinks/chsink/README.md) against what the
 	// simulator counted.
 	conn, err := s.clickhouse()
 	if err != nil {
@@ -631,9 +631,9 @@ func TestCommandsRoundTrip(t *testing.T) {
 		t.Fatalf("queued sd_info: %d %+v, want 202 with an id", code, a)
 	}
 	ids[a.ID] = "sd_info"
-	s.waitCommand(a.ID, "QUEUED", 30*time.Second, func(c amsredis.Command) bool { return c.State == schemas.CommandQueued })
+	s.waitCommand(a.ID, "QUEUED", 30*time.Second, func(c devicestate.Command) bool { return c.State == schemas.CommandQueued })
 	late := s.startFleet(devicesim.Config{Devices: 1, SNPrefix: prefix, FirstIndex: 902, Heartbeat: 2 * time.Second, UplinkQoS: 1})
-	c := s.waitCommand(a.ID, "final", 40*time.Second, func(c amsredis.Command) bool { return c.Final })
+	c := s.waitCommand(a.ID, "final", 40*time.Second, func(c devicestate.Command) bool { return c.Final })
 	if c.State != schemas.CommandSucceeded {
 		t.Errorf("queued sd_info after the device came online: %s (%s), history %v; want SUCCEEDED", c.State, c.Reason, historyStates(c))
 	} else {
@@ -746,7 +746,7 @@ func TestProcessorCrash(t *testing.T) {
 	})
 	t.Logf("every device answered again %s after the kill", time.Since(killedAt).Round(time.Millisecond))
 	for _, id := range ids {
-		c := s.waitCommand(id, "final", 60*time.Second, func(c amsredis.Command) bool { return c.Final })
+		c := s.waitCommand(id, "final", 60*time.Second, func(c devicestate.Command) bool { return c.Final })
 		if c.State != schemas.CommandSucceeded {
 			t.Errorf("command %s (%s to %s): %s (%s), history %v; want SUCCEEDED", id, c.Kind, c.SN, c.State, c.Reason, historyStates(c))
 		}

@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/mediahook"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/processors/device"
 )
 

@@ -29,11 +29,11 @@ import (
 
 	dashboards "github.com/ivms/ams/deploy/grafana"
 	promrules "github.com/ivms/ams/deploy/prometheus"
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 )
 
 // opsForeignMetrics are metrics the rules read that no role exports: up (the

@@ -18,11 +18,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // The restart tests (issue 11, section 2): each role runs with a stable
@@ -340,7 +340,7 @@ func TestRestartRedisSink(t *testing.T) {
 		sn := fmt.Sprintf("RS%07d", i)
 		return sn, &schemas.Registration{SN: sn, TokenSHA256: strings.Repeat("ab", 32), Name: sn, UpdatedAt: time.Now().UTC(), UpdatedBy: "restart-test"}
 	})
-	st := amsredis.NewStore(rdb, amsredis.Keys{Prefix: prefix})
+	st := devicestate.NewStore(rdb, devicestate.Keys{Prefix: prefix})
 	r.killAndRestart("sink-redis", r.id+"-sink-redis", func(p produced) bool {
 		ok, err := st.Registered(context.Background(), fmt.Sprintf("RS%07d", p.i))
 		return err == nil && ok

@@ -22,10 +22,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/mqttconform"
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/pkg/sessionimport"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 )
 
 // TestSessionImport: a camera handshakes with the old service (its session

@@ -21,10 +21,10 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/devicesim"
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/protocol"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // frameLog collects what a silent device received.
@@ -91,7 +91,7 @@ func TestStaleCommandNeverRuns(t *testing.T) {
 
 	// A reset the device receives (and never answers): published once.
 	_, reset := s.postCommand(sn, commandRequest{Kind: "reset", Body: json.RawMessage(`{"iReset":0}`), Timeout: "2m"}, 0)
-	rc := s.waitCommand(reset.ID, "DELIVERED", 30*time.Second, func(c amsredis.Command) bool { return c.State == schemas.CommandDelivered })
+	rc := s.waitCommand(reset.ID, "DELIVERED", 30*time.Second, func(c devicestate.Command) bool { return c.State == schemas.CommandDelivered })
 	resetMsg := rc.History[len(rc.History)-1].MsgID
 	dev.until(t, 10*time.Second, "reset frame", func(fr protocol.Frame) bool { return fr.MsgID == resetMsg })
 
@@ -122,7 +122,7 @@ func TestStaleCommandNeverRuns(t *testing.T) {
 	// A later frame of the device: had the reboot been published, it would
 	// have arrived before this one (egress keeps a device's order).
 	_, q1 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
-	q1c := s.waitCommand(q1.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool {
+	q1c := s.waitCommand(q1.ID, "SENT", 30*time.Second, func(c devicestate.Command) bool {
 		return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued
 	})
 	q1Msg := q1c.History[len(q1c.History)-1].MsgID
@@ -137,7 +137,7 @@ func TestStaleCommandNeverRuns(t *testing.T) {
 	}
 	s.startEgress(s.id + "-egress-fresh")
 	_, q2 := s.postCommand(sn, commandRequest{Kind: "sd_info", Timeout: "2m"}, 0)
-	q2c := s.waitCommand(q2.ID, "SENT", 30*time.Second, func(c amsredis.Command) bool {
+	q2c := s.waitCommand(q2.ID, "SENT", 30*time.Second, func(c devicestate.Command) bool {
 		return c.State != schemas.CommandAccepted && c.State != schemas.CommandQueued
 	})
 	q2Msg := q2c.History[len(q2c.History)-1].MsgID
@@ -223,7 +223,7 @@ func TestEgressKillNoDoubleExecution(t *testing.T) {
 
 	finals := map[string]int{}
 	for _, id := range ids {
-		c := s.waitCommand(id, "final", 90*time.Second, func(c amsredis.Command) bool { return c.Final })
+		c := s.waitCommand(id, "final", 90*time.Second, func(c devicestate.Command) bool { return c.Final })
 		key := c.State
 		if c.Reason != "" {
 			key += " " + c.Reason
@@ -291,7 +291,7 @@ func TestQueueBytesBound(t *testing.T) {
 	}
 	states := map[string]int{}
 	for _, id := range ids {
-		c := s.waitCommand(id, "QUEUED or REJECTED", 60*time.Second, func(c amsredis.Command) bool {
+		c := s.waitCommand(id, "QUEUED or REJECTED", 60*time.Second, func(c devicestate.Command) bool {
 			return c.State == schemas.CommandQueued || c.State == schemas.CommandRejected
 		})
 		if c.State == schemas.CommandRejected && c.Reason != "queue_full" {
@@ -310,7 +310,7 @@ func TestQueueBytesBound(t *testing.T) {
 
 	// The partition carries on: the other device gets a command.
 	_, q := s.postCommand(other, commandRequest{Kind: "sd_info", Timeout: "1m"}, 0)
-	qc := s.waitCommand(q.ID, "SENT", 60*time.Second, func(c amsredis.Command) bool {
+	qc := s.waitCommand(q.ID, "SENT", 60*time.Second, func(c devicestate.Command) bool {
 		return c.State == schemas.CommandSent || c.State == schemas.CommandDelivered
 	})
 	msg := qc.History[len(qc.History)-1].MsgID

@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ivms/ams/pkg/devicesim"
-	"github.com/ivms/ams/pkg/mqttconform"
+	"github.com/ivms/ams/pkg/devkit/devicesim"
 	"github.com/ivms/ams/pkg/protocol"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 	"github.com/ivms/ams/pkg/uploadgw"
 	"github.com/ivms/ams/processors/device"
 )

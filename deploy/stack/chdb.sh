@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the current ClickHouse engine, embedded in Python (chdb-core from PyPI), into a venv
 # under ${AMS_STACK_DIR:-<repo>/.stack}/chdb, for the current-ClickHouse check of
-# sinks/clickhouse (TestCurrentClickHouse). Idempotent: a venv that already imports the pinned
+# sinks/chsink (TestCurrentClickHouse). Idempotent: a venv that already imports the pinned
 # version is left alone. Prints nothing else on success; `make test` runs it (target chdb).
 #
 # Environment: AMS_STACK_DIR; AMS_CHDB_VERSION (default below, pinned).

@@ -29,18 +29,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ivms/ams/pkg/deviceauth"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // State is the projected current state the API reads (a *redis.Store).
 type State interface {
-	Device(ctx context.Context, sn string) (amsredis.Device, bool, error)
-	RegistrationOf(ctx context.Context, sn string) (r amsredis.Registration, tokenHash string, ok bool, err error)
+	Device(ctx context.Context, sn string) (devicestate.Device, bool, error)
+	RegistrationOf(ctx context.Context, sn string) (r devicestate.Registration, tokenHash string, ok bool, err error)
 	Registered(ctx context.Context, sn string) (bool, error)
 	TokenHash(ctx context.Context, sn string) (string, error)
-	ListDevices(ctx context.Context, online bool, cursor string, limit int) ([]amsredis.Device, string, error)
-	Command(ctx context.Context, id string) (amsredis.Command, bool, error)
+	ListDevices(ctx context.Context, online bool, cursor string, limit int) ([]devicestate.Device, string, error)
+	Command(ctx context.Context, id string) (devicestate.Command, bool, error)
 	WatchCommand(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error)
 }
 

@@ -18,10 +18,11 @@ import (
 
 	"github.com/ivms/ams/ingest/api"
 	"github.com/ivms/ams/pkg/deviceauth"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/redissink"
 )
 
 // TestAPIEndToEnd runs the API over real Kafka and Redis with the Redis sink
@@ -50,10 +51,10 @@ func TestAPIEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	keys := amsredis.Keys{Prefix: prefix}
+	keys := devicestate.Keys{Prefix: prefix}
 
-	sink, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g"), KafkaOpts: testenv.KafkaOpts(),
-		Projector: amsredis.NewProjector(rdb, keys, names, reg), Redis: rdb, Log: log})
+	sink, err := redissink.NewSink(redissink.SinkConfig{Seeds: testenv.KafkaBrokers(), Group: testenv.Unique(t, "it_api_g"), KafkaOpts: testenv.KafkaOpts(),
+		Projector: redissink.NewProjector(rdb, keys, names, reg), Redis: rdb, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestAPIEndToEnd(t *testing.T) {
 		}
 	}()
 
-	srv, err := api.New(api.Config{Token: "tok", Names: names}, amsredis.NewStore(rdb, keys), api.KafkaProducer{Client: cl}, reg, log, nil)
+	srv, err := api.New(api.Config{Token: "tok", Names: names}, devicestate.NewStore(rdb, keys), api.KafkaProducer{Client: cl}, reg, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

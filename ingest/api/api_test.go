@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/deviceauth"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 const token = "api-secret"
@@ -25,38 +25,38 @@ const token = "api-secret"
 // fakeState is the projected state, in memory.
 type fakeState struct {
 	mu       sync.Mutex
-	devices  map[string]amsredis.Device
+	devices  map[string]devicestate.Device
 	hashes   map[string]string
-	commands map[string]amsredis.Command
+	commands map[string]devicestate.Command
 	watchers map[string]chan struct{}
 	watched  chan string // receives an id when WatchCommand is called
 }
 
 func newFakeState() *fakeState {
-	return &fakeState{devices: map[string]amsredis.Device{}, hashes: map[string]string{},
-		commands: map[string]amsredis.Command{}, watchers: map[string]chan struct{}{}, watched: make(chan string, 1)}
+	return &fakeState{devices: map[string]devicestate.Device{}, hashes: map[string]string{},
+		commands: map[string]devicestate.Command{}, watchers: map[string]chan struct{}{}, watched: make(chan string, 1)}
 }
 
 func (f *fakeState) register(sn, tok, name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.devices[sn] = amsredis.Device{SN: sn, Registered: true, Registration: &amsredis.Registration{Name: name}}
+	f.devices[sn] = devicestate.Device{SN: sn, Registered: true, Registration: &devicestate.Registration{Name: name}}
 	f.hashes[sn] = deviceauth.TokenSHA256(tok)
 }
 
-func (f *fakeState) Device(_ context.Context, sn string) (amsredis.Device, bool, error) {
+func (f *fakeState) Device(_ context.Context, sn string) (devicestate.Device, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d, ok := f.devices[sn]
 	return d, ok, nil
 }
 
-func (f *fakeState) RegistrationOf(_ context.Context, sn string) (amsredis.Registration, string, bool, error) {
+func (f *fakeState) RegistrationOf(_ context.Context, sn string) (devicestate.Registration, string, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d, ok := f.devices[sn]
 	if !ok || !d.Registered {
-		return amsredis.Registration{}, "", false, nil
+		return devicestate.Registration{}, "", false, nil
 	}
 	return *d.Registration, f.hashes[sn], true, nil
 }
@@ -74,7 +74,7 @@ func (f *fakeState) TokenHash(_ context.Context, sn string) (string, error) {
 
 // ListDevices pages through the devices of one presence, as the Redis store
 // does: in sn order after cursor, next = the last sn when more follow.
-func (f *fakeState) ListDevices(_ context.Context, online bool, cursor string, limit int) ([]amsredis.Device, string, error) {
+func (f *fakeState) ListDevices(_ context.Context, online bool, cursor string, limit int) ([]devicestate.Device, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var sns []string
@@ -89,14 +89,14 @@ func (f *fakeState) ListDevices(_ context.Context, online bool, cursor string, l
 		sns = sns[:limit]
 		next = sns[limit-1]
 	}
-	out := []amsredis.Device{}
+	out := []devicestate.Device{}
 	for _, sn := range sns {
 		out = append(out, f.devices[sn])
 	}
 	return out, next, nil
 }
 
-func (f *fakeState) Command(_ context.Context, id string) (amsredis.Command, bool, error) {
+func (f *fakeState) Command(_ context.Context, id string) (devicestate.Command, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c, ok := f.commands[id]
@@ -113,7 +113,7 @@ func (f *fakeState) WatchCommand(_ context.Context, id string) (<-chan struct{},
 }
 
 // project sets a command's state and wakes its watcher, as the sink does.
-func (f *fakeState) project(c amsredis.Command) {
+func (f *fakeState) project(c devicestate.Command) {
 	f.mu.Lock()
 	f.commands[c.ID] = c
 	ch := f.watchers[c.ID]
@@ -319,9 +319,9 @@ func TestCommandWait(t *testing.T) {
 	h := newHarness(t)
 	go func() {
 		id := <-h.state.watched
-		h.state.project(amsredis.Command{ID: id, SN: "SN1", State: schemas.CommandSent})
+		h.state.project(devicestate.Command{ID: id, SN: "SN1", State: schemas.CommandSent})
 		time.Sleep(50 * time.Millisecond)
-		h.state.project(amsredis.Command{ID: id, SN: "SN1", State: schemas.CommandSucceeded, Final: true,
+		h.state.project(devicestate.Command{ID: id, SN: "SN1", State: schemas.CommandSucceeded, Final: true,
 			Reply: json.RawMessage(`{"iResult":0}`)})
 	}()
 	code, body := h.do(t, "POST", "/v1/devices/SN1/commands?wait=15s", `{"kind":"reboot"}`, IdempotencyHeader, "w1")
@@ -335,7 +335,7 @@ func TestCommandWait(t *testing.T) {
 	// Not final within the (capped) wait: 202 with the latest state.
 	go func() {
 		id := <-h.state.watched
-		h.state.project(amsredis.Command{ID: id, SN: "SN1", State: schemas.CommandQueued})
+		h.state.project(devicestate.Command{ID: id, SN: "SN1", State: schemas.CommandQueued})
 	}()
 	start := time.Now()
 	code, body = h.do(t, "POST", "/v1/devices/SN1/commands?wait=1h", `{"kind":"reboot"}`, IdempotencyHeader, "w2")
@@ -349,8 +349,8 @@ func TestGetCommandAndDevice(t *testing.T) {
 	if code, _ := h.do(t, "GET", "/v1/commands/nope", ""); code != http.StatusNotFound {
 		t.Fatalf("unknown command: %d", code)
 	}
-	h.state.project(amsredis.Command{ID: "c1", SN: "SN1", State: schemas.CommandAccepted,
-		History: []amsredis.CommandEvent{{CommandID: "c1", State: schemas.CommandAccepted, Seq: 1}}})
+	h.state.project(devicestate.Command{ID: "c1", SN: "SN1", State: schemas.CommandAccepted,
+		History: []devicestate.CommandEvent{{CommandID: "c1", State: schemas.CommandAccepted, Seq: 1}}})
 	code, body := h.do(t, "GET", "/v1/commands/c1", "")
 	if code != http.StatusOK || len(body["history"].([]any)) != 1 {
 		t.Fatalf("%d %v", code, body)

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/commandkinds"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // CommandRequest is the body of POST /v1/devices/{sn}/commands.
@@ -224,13 +224,13 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 
 // waitFinal reads the command's state now and after every wake-up until it
 // is final or wait has passed. No polling: only the projection wakes it.
-func (s *Server) waitFinal(r *http.Request, id string, wake <-chan struct{}, wait time.Duration) (amsredis.Command, bool, error) {
+func (s *Server) waitFinal(r *http.Request, id string, wake <-chan struct{}, wait time.Duration) (devicestate.Command, bool, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		c, ok, err := s.state.Command(r.Context(), id)
 		if err != nil {
-			return amsredis.Command{}, false, err
+			return devicestate.Command{}, false, err
 		}
 		if ok && c.Final {
 			return c, true, nil

@@ -8,8 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/ivms/ams/pkg/deviceauth"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // DeviceRequest is the body of PUT /v1/devices/{sn}. Omitted fields keep
@@ -74,7 +74,7 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad cursor", "cursor")
 		return
 	}
-	var devs []amsredis.Device
+	var devs []devicestate.Device
 	var next string
 	var err error
 	if filtered {
@@ -175,7 +175,7 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 // offline, in sn order: the next limit of each set after cursor, merged. A
 // device that changes presence between the two reads may appear in both
 // sets or neither for this page; it is read once on the next.
-func (s *Server) listAll(r *http.Request, cursor string, limit int) ([]amsredis.Device, string, error) {
+func (s *Server) listAll(r *http.Request, cursor string, limit int) ([]devicestate.Device, string, error) {
 	on, nextOn, err := s.state.ListDevices(r.Context(), true, cursor, limit)
 	if err != nil {
 		return nil, "", err
@@ -184,7 +184,7 @@ func (s *Server) listAll(r *http.Request, cursor string, limit int) ([]amsredis.
 	if err != nil {
 		return nil, "", err
 	}
-	all := make([]amsredis.Device, 0, min(limit, len(on)+len(off)))
+	all := make([]devicestate.Device, 0, min(limit, len(on)+len(off)))
 	i, j := 0, 0
 	for len(all) < limit && (i < len(on) || j < len(off)) {
 		switch {

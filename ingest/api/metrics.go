@@ -7,9 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/hop"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 type metrics struct {
@@ -86,7 +86,7 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 
 // observeStages records the stages of a command that became final while its
 // POST waited (posted: when the POST arrived; answered: now).
-func (m *metrics) observeStages(posted, answered time.Time, hist []amsredis.CommandEvent) {
+func (m *metrics) observeStages(posted, answered time.Time, hist []devicestate.CommandEvent) {
 	var accepted, sent, delivered, final time.Time
 	for _, e := range hist {
 		switch e.State {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ivms/ams/pkg/commandkinds"
 	"github.com/ivms/ams/pkg/deviceauth"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/pkg/devicestate"
 )
 
 // OpenAPIPath is where the API's OpenAPI 3.1 document is served (without
@@ -77,20 +77,20 @@ func (s *Server) routes() []route {
 					schema: map[string]any{"type": "string", "minLength": 1, "maxLength": maxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`}}},
 			bodySchema: commandRequestSchema(),
 			responses: []response{
-				{http.StatusOK, "with ?wait: the command reached a final state", amsredis.Command{}},
+				{http.StatusOK, "with ?wait: the command reached a final state", devicestate.Command{}},
 				{http.StatusAccepted, "the command is in the log (with ?wait: not final yet; state is the latest)", CommandAccepted{}},
 				errResp(http.StatusBadRequest, "a bad request; field names the offending member (body.iReboot, kind, timeout...)"),
 				unauthorized, errResp(http.StatusNotFound, "the device is not registered"), internal, unavailable}}},
 		{"GET", "/v1/commands/{id}", s.getCommand, ScopeRead, operation{
 			id: "getCommand", summary: "a command's state and history",
 			params: []param{{in: "path", name: "id", required: true, schema: map[string]any{"type": "string", "minLength": 1, "maxLength": maxIDLen, "pattern": `^[A-Za-z0-9._:-]+$`}}},
-			responses: []response{{http.StatusOK, "the command", amsredis.Command{}},
+			responses: []response{{http.StatusOK, "the command", devicestate.Command{}},
 				errResp(http.StatusBadRequest, "bad command id"), unauthorized,
 				errResp(http.StatusNotFound, "unknown, or not yet accepted by the processors"), internal, unavailable}}},
 		{"GET", "/v1/devices/{sn}", s.getDevice, ScopeRead, operation{
 			id: "getDevice", summary: "a device's presence, session, configuration, registration and pending commands",
 			params: []param{snPath},
-			responses: []response{{http.StatusOK, "the device", amsredis.Device{}},
+			responses: []response{{http.StatusOK, "the device", devicestate.Device{}},
 				errResp(http.StatusBadRequest, "bad sn"), unauthorized, errResp(http.StatusNotFound, "unknown device"), internal, unavailable}}},
 		{"GET", "/v1/devices", s.listDevices, ScopeRead, operation{
 			id: "listDevices", summary: "a page of devices in sn order",
@@ -130,8 +130,8 @@ func (s *Server) routes() []route {
 
 // deviceList is the answer of GET /v1/devices.
 type deviceList struct {
-	Devices    []amsredis.Device `json:"devices"`
-	NextCursor string            `json:"next_cursor"` // "" on the last page
+	Devices    []devicestate.Device `json:"devices"`
+	NextCursor string               `json:"next_cursor"` // "" on the last page
 }
 
 // kindList is the answer of GET /v1/command-kinds.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/pkg/devicestate"
 )
 
 // TestOpenAPIServed checks the document is served without a token, is the
@@ -121,7 +121,7 @@ func TestListDevices(t *testing.T) {
 	h.state.mu.Lock()
 	for i := range 9 {
 		sn := fmt.Sprintf("SN0%d", i)
-		h.state.devices[sn] = amsredis.Device{SN: sn, Online: i%3 == 0}
+		h.state.devices[sn] = devicestate.Device{SN: sn, Online: i%3 == 0}
 	}
 	h.state.mu.Unlock()
 	var all []string

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 )
 
 // TestServeTLS: with a certificate the API speaks only TLS, a client that

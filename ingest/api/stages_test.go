@@ -7,8 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 func TestObserveStages(t *testing.T) {
@@ -17,17 +17,17 @@ func TestObserveStages(t *testing.T) {
 	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	// Delivered before the reply.
-	m.observeStages(at(0), at(100), []amsredis.CommandEvent{
+	m.observeStages(at(0), at(100), []devicestate.CommandEvent{
 		{State: schemas.CommandAccepted, At: at(5)}, {State: schemas.CommandSent, At: at(6)},
 		{State: schemas.CommandDelivered, At: at(20)}, {State: schemas.CommandSucceeded, At: at(60)},
 	})
 	// The reply's event before the receipt's: SUCCEEDED without DELIVERED first.
-	m.observeStages(at(0), at(50), []amsredis.CommandEvent{
+	m.observeStages(at(0), at(50), []devicestate.CommandEvent{
 		{State: schemas.CommandAccepted, At: at(1)}, {State: schemas.CommandSent, At: at(2)},
 		{State: schemas.CommandSucceeded, At: at(30)},
 	})
 	// Rejected at once (no ACCEPTED event): only final_to_answer.
-	m.observeStages(at(0), at(10), []amsredis.CommandEvent{{State: schemas.CommandRejected, At: at(3)}})
+	m.observeStages(at(0), at(10), []devicestate.CommandEvent{{State: schemas.CommandRejected, At: at(3)}})
 	want := map[string]int{"post_to_accepted": 2, "accepted_to_sent": 2, "sent_to_delivered": 1,
 		"delivered_to_final": 1, "sent_to_final": 1, "final_to_answer": 3}
 	for stage, n := range want {

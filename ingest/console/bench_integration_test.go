@@ -23,11 +23,11 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 const benchFleet = 10000
@@ -35,7 +35,7 @@ const benchFleet = 10000
 func benchSN(i int) string { return fmt.Sprintf("BENCH%011d", i) }
 
 // seedRedis writes the projection of benchFleet cameras (9 in 10 online).
-func seedRedis(b *testing.B, rdb *goredis.Client, keys amsredis.Keys) {
+func seedRedis(b *testing.B, rdb *goredis.Client, keys devicestate.Keys) {
 	ctx := context.Background()
 	now := time.Now().UnixMilli()
 	for start := 0; start < benchFleet; start += 1000 {
@@ -114,7 +114,7 @@ func seedClickHouse(b *testing.B, conn driver.Conn, db string) {
 func BenchmarkConsolePages(b *testing.B) {
 	ctx := context.Background()
 	id := testenv.Unique(b, "console_bench")
-	keys := amsredis.Keys{Prefix: id + ":"}
+	keys := devicestate.Keys{Prefix: id + ":"}
 	rdb := goredis.NewClient(testenv.RedisOptions())
 	b.Cleanup(func() { rdb.Close() })
 	seedRedis(b, rdb, keys)

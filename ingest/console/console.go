@@ -43,8 +43,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 //go:embed templates/*.html
@@ -69,7 +69,7 @@ type Config struct {
 	// Names are the Kafka topics (commands are written to Names.Commands).
 	Names kafkatopics.Names
 	// Keys are the Redis key names of the projection.
-	Keys amsredis.Keys
+	Keys devicestate.Keys
 	// SecureCookie marks the cookies Secure even on plain HTTP (behind a
 	// TLS-terminating proxy); under TLS they are Secure anyway.
 	SecureCookie bool
@@ -103,8 +103,8 @@ type Server struct {
 	cfg     Config
 	auth    Authenticator
 	rdb     goredis.UniversalClient
-	store   *amsredis.Store
-	keys    amsredis.Keys
+	store   *devicestate.Store
+	keys    devicestate.Keys
 	prod    Producer
 	enc     Encoder
 	hist    *History
@@ -138,7 +138,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, auth: d.Auth, rdb: d.Redis, store: amsredis.NewStore(d.Redis, cfg.Keys), keys: cfg.Keys,
+	s := &Server{cfg: cfg, auth: d.Auth, rdb: d.Redis, store: devicestate.NewStore(d.Redis, cfg.Keys), keys: cfg.Keys,
 		prod: d.Producer, enc: d.Encoder, hist: d.History, log: d.Log}
 	if _, err := rand.Read(s.csrfKey[:]); err != nil {
 		return nil, fmt.Errorf("console: csrf key: %w", err)

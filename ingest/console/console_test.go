@@ -18,9 +18,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // recorder is a Producer that keeps what was written (the browser test in
@@ -49,7 +49,7 @@ type rig struct {
 	mr   *miniredis.Miniredis
 	prod *recorder
 	reg  *schemas.Registry
-	keys amsredis.Keys
+	keys devicestate.Keys
 }
 
 const (
@@ -75,7 +75,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 		t.Fatal(err)
 	}
 	cfg.Names = kafkatopics.WithPrefix("t.")
-	cfg.Keys = amsredis.Keys{Prefix: "t:"}
+	cfg.Keys = devicestate.Keys{Prefix: "t:"}
 	prod := &recorder{}
 	s, err := New(cfg, Deps{Auth: auth, Redis: rdb, Producer: prod, Encoder: reg, History: hist})
 	if err != nil {

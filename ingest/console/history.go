@@ -36,7 +36,7 @@ const (
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // NewHistory returns a History over the tables of database db; open
-// connects (e.g. sinks/clickhouse.Open).
+// connects (e.g. sinks/chsink.Open).
 func NewHistory(db string, open func(context.Context) (driver.Conn, error)) (*History, error) {
 	if !identifier.MatchString(db) {
 		return nil, fmt.Errorf("console: clickhouse database %q: want letters, digits and underscores", db)

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/protocol"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // errNoHistory is shown when no ClickHouse is configured.
@@ -235,7 +235,7 @@ type Segment struct {
 type cameraData struct {
 	SN        string
 	Known     bool
-	Device    amsredis.Device
+	Device    devicestate.Device
 	Config    string
 	Timeline  []Segment
 	DayTicks  []tick
@@ -331,7 +331,7 @@ func (s *Server) cameraPage(w http.ResponseWriter, r *http.Request, p principal)
 type commandData struct {
 	ID      string
 	Known   bool
-	Command amsredis.Command
+	Command devicestate.Command
 	Reply   string
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 )
 
 func TestEnsureAndCheck(t *testing.T) {

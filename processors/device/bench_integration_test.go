@@ -31,7 +31,7 @@ import (
 
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/keyedtest"
 	"github.com/ivms/ams/schemas"

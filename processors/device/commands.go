@@ -4,11 +4,11 @@ import (
 	"fmt"
 
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/schemas"
 )
 
-// The command lifecycle's glue: processors/commands decides, this file turns
+// The command lifecycle's glue: processors/cmdlife decides, this file turns
 // its effects into ams.command.events records and command downlinks, in the
 // transaction of the input or timer that caused them.
 
@@ -25,7 +25,7 @@ func known(s *State) bool {
 
 // cmdTx runs f on the commands of s and returns the resulting state (s
 // itself when the command list did not change), emitting the effects.
-func (c *call) cmdTx(s *State, f func(*commands.Tx)) *State {
+func (c *call) cmdTx(s *State, f func(*cmdlife.Tx)) *State {
 	if c.err != nil {
 		return s
 	}
@@ -69,7 +69,7 @@ func (c *call) newMsgID() (string, error) {
 // sendCommand emits the downlink of a command: its normalized body
 // encrypted with the session key, a fresh sMsgId, frame_id
 // "command/{command_id}" (a command is sent at most once).
-func (c *call) sendCommand(s *State, snd *commands.Send) {
+func (c *call) sendCommand(s *State, snd *cmdlife.Send) {
 	if !deliverable(s) {
 		c.fail(fmt.Errorf("device: %s: command %q due to be sent without a session", c.sn, snd.Command.CommandID))
 		return
@@ -111,8 +111,8 @@ func (c *call) command(s *State, cmd *schemas.Command) *State {
 		c.reject(ReasonBadRecord, "command without an id", "", c.in.Value)
 		return s
 	}
-	d := commands.Device{Known: known(s), Deliverable: deliverable(s)}
-	return c.cmdTx(s, func(tx *commands.Tx) {
+	d := cmdlife.Device{Known: known(s), Deliverable: deliverable(s)}
+	return c.cmdTx(s, func(tx *cmdlife.Tx) {
 		c.p.m.cmdInputs.WithLabelValues("request", string(tx.Submit(c.sn, *cmd, d))).Inc()
 	})
 }
@@ -128,7 +128,7 @@ func (c *call) receipt(s *State, r *schemas.DownlinkReceipt) *State {
 		c.reject(ReasonSNMismatch, fmt.Sprintf("receipt sn %q is not the key", r.SN), "", c.in.Value)
 		return s
 	}
-	return c.cmdTx(s, func(tx *commands.Tx) {
+	return c.cmdTx(s, func(tx *cmdlife.Tx) {
 		c.p.m.cmdInputs.WithLabelValues("receipt", string(tx.Receipt(*r.CommandID, r.MsgID, r.Status))).Inc()
 	})
 }
@@ -137,7 +137,7 @@ func (c *call) receipt(s *State, r *schemas.DownlinkReceipt) *State {
 // the command sent with its sMsgId. A reply that matches none is counted
 // and changes nothing (its DeviceEvent is emitted all the same).
 func (c *call) commandReply(s *State, f protocol.Frame, body string) *State {
-	return c.cmdTx(s, func(tx *commands.Tx) {
+	return c.cmdTx(s, func(tx *cmdlife.Tx) {
 		c.p.m.cmdInputs.WithLabelValues("reply", string(tx.Reply(f.CmdType, f.AmsCmdType, f.MsgID, body))).Inc()
 	})
 }

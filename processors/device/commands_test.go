@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/keyedtest"
 	"github.com/ivms/ams/schemas"
@@ -225,7 +225,7 @@ func TestCommandSucceeded(t *testing.T) {
 	if at, _ := h.kt.Deadline(h.sn); !at.Equal(h.kt.Now().Add(90 * time.Second)) {
 		t.Fatalf("deadline %v: want only the heartbeat's", at)
 	}
-	if h.pendingState("c1") != schemas.CommandSucceeded || commands.Active(h.pending()) != 0 {
+	if h.pendingState("c1") != schemas.CommandSucceeded || cmdlife.Active(h.pending()) != 0 {
 		t.Fatalf("pending %+v", h.pending())
 	}
 
@@ -263,15 +263,15 @@ func TestCommandRejected(t *testing.T) {
 		{"invalid body", "online", schemas.Command{ID: "x", Kind: "reset", Body: `{"iReset":2}`},
 			[]string{"x:REJECTED/1"}, "invalid_body: command reset: body field iReset: must be one of 0, 1, 328, 329, 330, 331, 333, not 2"},
 		{"missing body", "online", schemas.Command{ID: "x", Kind: "osd"}, []string{"x:REJECTED/1"}, "invalid_body: command osd: body: a body is required"},
-		{"unknown kind", "online", schemas.Command{ID: "x", Kind: "selfdestruct", Body: `{}`}, []string{"x:REJECTED/1"}, commands.ReasonUnknownKind},
-		{"unknown device", "none", schemas.Command{ID: "x", Kind: "reboot"}, []string{"x:REJECTED/1"}, commands.ReasonUnknownDevice},
-		{"sn mismatch", "online", schemas.Command{ID: "x", SN: "OTHER", Kind: "reboot"}, []string{"x:REJECTED/1"}, commands.ReasonSNMismatch},
-		{"negative timeout", "online", schemas.Command{ID: "x", Kind: "reboot", TimeoutMs: -1}, []string{"x:REJECTED/1"}, commands.ReasonInvalidTimeout},
-		{"bad policy", "online", schemas.Command{ID: "x", Kind: "reboot", Offline: "MAYBE"}, []string{"x:REJECTED/1"}, commands.ReasonInvalidPolicy},
+		{"unknown kind", "online", schemas.Command{ID: "x", Kind: "selfdestruct", Body: `{}`}, []string{"x:REJECTED/1"}, cmdlife.ReasonUnknownKind},
+		{"unknown device", "none", schemas.Command{ID: "x", Kind: "reboot"}, []string{"x:REJECTED/1"}, cmdlife.ReasonUnknownDevice},
+		{"sn mismatch", "online", schemas.Command{ID: "x", SN: "OTHER", Kind: "reboot"}, []string{"x:REJECTED/1"}, cmdlife.ReasonSNMismatch},
+		{"negative timeout", "online", schemas.Command{ID: "x", Kind: "reboot", TimeoutMs: -1}, []string{"x:REJECTED/1"}, cmdlife.ReasonInvalidTimeout},
+		{"bad policy", "online", schemas.Command{ID: "x", Kind: "reboot", Offline: "MAYBE"}, []string{"x:REJECTED/1"}, cmdlife.ReasonInvalidPolicy},
 		{"offline, policy reject", "registered", schemas.Command{ID: "x", Kind: "reboot", Offline: schemas.OfflineReject},
-			[]string{"x:ACCEPTED/1", "x:REJECTED/2"}, commands.ReasonOffline},
+			[]string{"x:ACCEPTED/1", "x:REJECTED/2"}, cmdlife.ReasonOffline},
 		{"queued past its expiry", "registered", schemas.Command{ID: "x", Kind: "reboot", ExpiresAt: &past},
-			[]string{"x:ACCEPTED/1", "x:EXPIRED/2"}, commands.ReasonQueueExpired},
+			[]string{"x:ACCEPTED/1", "x:EXPIRED/2"}, cmdlife.ReasonQueueExpired},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,7 +288,7 @@ func TestCommandRejected(t *testing.T) {
 			if last.Reason != tc.reason || len(o.downlinks) != 0 || len(o.rejects) != 0 {
 				t.Fatalf("reason %q, want %q; outputs %+v", last.Reason, tc.reason, o)
 			}
-			if n := commands.Active(h.pending()); n != 0 {
+			if n := cmdlife.Active(h.pending()); n != 0 {
 				t.Fatalf("%d active commands left", n)
 			}
 			if tc.device == "none" && len(h.kt.Keys()) != 0 {
@@ -349,7 +349,7 @@ func TestCommandQueueOrderAndLimit(t *testing.T) {
 	// q0 and q2 time out (30 s after they were sent); q4 and q5 take their slots.
 	out := decodeOutputs(t, h.kt.Advance(29*time.Second))
 	wantStates(t, "timeout", out, "q0:TIMED_OUT/4", "q2:TIMED_OUT/4", "q4:SENT/3", "q5:SENT/3")
-	if out.commands[0].Reason != commands.ReasonReplyTimeout {
+	if out.commands[0].Reason != cmdlife.ReasonReplyTimeout {
 		t.Fatalf("reason %q", out.commands[0].Reason)
 	}
 	if got := sentIDs(t, out); !slices.Equal(got, []string{"q4", "q5"}) {
@@ -358,7 +358,7 @@ func TestCommandQueueOrderAndLimit(t *testing.T) {
 	// q3 times out 30 s after its send; q6 goes.
 	out = decodeOutputs(t, h.kt.Advance(2*time.Second))
 	wantStates(t, "timeout q3", out, "q3:TIMED_OUT/4", "q6:SENT/3")
-	if n := commands.Active(h.pending()); n != 3 {
+	if n := cmdlife.Active(h.pending()); n != 3 {
 		t.Fatalf("active %d, want 3 (q4, q5, q6)", n)
 	}
 }
@@ -389,7 +389,7 @@ func TestCommandExpiry(t *testing.T) {
 	}
 	out := decodeOutputs(t, h.kt.Advance(2*time.Minute))
 	wantStates(t, "expiry", out, "e1:EXPIRED/3")
-	if !out.commands[0].At.Equal(exp) || out.commands[0].Reason != commands.ReasonQueueExpired {
+	if !out.commands[0].At.Equal(exp) || out.commands[0].Reason != cmdlife.ReasonQueueExpired {
 		t.Fatalf("expired %+v", out.commands[0])
 	}
 	out = decodeOutputs(t, h.kt.Advance(10*time.Minute))
@@ -566,7 +566,7 @@ func TestCommandFailed(t *testing.T) {
 	h.kt.Advance(time.Second)
 	o := h.heartbeat()
 	wantStates(t, "failed", o, "old:FAILED/3", "ok:SENT/3")
-	if o.commands[0].Reason != commands.ReasonUnknownKind {
+	if o.commands[0].Reason != cmdlife.ReasonUnknownKind {
 		t.Fatalf("reason %q", o.commands[0].Reason)
 	}
 }

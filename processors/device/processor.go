@@ -3,7 +3,7 @@
 // (ams.registry) into device events, presence transitions, automatic
 // replies (downlinks) and rejects, keeping per-device state: the session key,
 // the last handshake, presence and registration. It also runs the command
-// lifecycle (processors/commands): requests of ams.commands are validated
+// lifecycle (processors/cmdlife): requests of ams.commands are validated
 // (pkg/commandkinds), queued, sent as downlinks and correlated with the
 // broker's receipts and the device's replies, every change recorded on
 // ams.command.events.
@@ -38,7 +38,7 @@ import (
 
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/presence"
 	"github.com/ivms/ams/schemas"
@@ -62,7 +62,7 @@ const (
 	PurposeBindStatus     = "bind_status"
 	PurposeStreamURL      = "stream_url"
 	PurposeUploadParams   = "upload_params"
-	PurposeCommand        = "command" // a command of ams.commands (see processors/commands)
+	PurposeCommand        = "command" // a command of ams.commands (see processors/cmdlife)
 )
 
 // DefaultCommandProtocolVersion is the sProtocolVersion of command frames
@@ -96,8 +96,8 @@ type Config struct {
 	Upload UploadConfig
 	// Commands is the command lifecycle's policy (in-flight limit, reply
 	// timeout, queue expiry, duplicate memory); zero fields take the
-	// defaults of processors/commands.
-	Commands commands.Config
+	// defaults of processors/cmdlife.
+	Commands cmdlife.Config
 	// CommandProtocolVersion is the sProtocolVersion of command frames
 	// (the state keeps no device's own version); "" means
 	// DefaultCommandProtocolVersion.
@@ -130,7 +130,7 @@ type Processor struct {
 	presence presence.Machine
 	stream   StreamConfig
 	upload   UploadConfig
-	cmds     *commands.Lifecycle
+	cmds     *cmdlife.Lifecycle
 	cmdProto string
 	openReg  bool   // Config.AllowUnregistered
 	limits   Limits // with defaults
@@ -171,7 +171,7 @@ func New(cfg Config) (*Processor, error) {
 	if err := cfg.Limits.validate(); err != nil {
 		return nil, err
 	}
-	cmds, err := commands.New(cfg.Commands)
+	cmds, err := cmdlife.New(cfg.Commands)
 	if err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
@@ -261,7 +261,7 @@ func (p *Processor) Timer(now time.Time, key string, s *State) (*State, []keyed.
 		c.presenceOut(tr, key+"/heartbeat_timeout/"+strconv.FormatInt(deadline.UnixMilli(), 10))
 	}
 	send := deliverable(next)
-	next = c.cmdTx(next, func(tx *commands.Tx) {
+	next = c.cmdTx(next, func(tx *cmdlife.Tx) {
 		tx.Expire()
 		if send {
 			tx.Drain()
@@ -285,7 +285,7 @@ func (p *Processor) Deadline(s *State) (time.Time, bool) {
 		return resealDue, true
 	}
 	at, ok := presence.DeadlineOf(s.presence)
-	if cat, cok := commands.Deadline(s.pending); cok && (!ok || cat.Before(at)) {
+	if cat, cok := cmdlife.Deadline(s.pending); cok && (!ok || cat.Before(at)) {
 		at, ok = cat, true
 	}
 	return at, ok

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/presence"
 	"github.com/ivms/ams/schemas"
 )
@@ -30,7 +30,7 @@ type State struct {
 	sealedReply   []byte   // the reply frame sent for it, sealed; nil when none
 	presence      presence.State
 	reg           Registration
-	// pending is the device's command list (processors/commands): active
+	// pending is the device's command list (processors/cmdlife): active
 	// commands in acceptance order, then the recently finished ones.
 	pending   []schemas.PendingCommand
 	updatedAt time.Time
@@ -82,7 +82,7 @@ func (s *State) Registration() Registration {
 // can be a tombstone).
 func (s *State) empty() bool {
 	return s.session == nil && s.sealedReply == nil && s.presence.Equal(presence.State{}) &&
-		!s.reg.Registered && commands.Active(s.pending) == 0
+		!s.reg.Registered && cmdlife.Active(s.pending) == 0
 }
 
 // String summarises s without secrets.
@@ -91,7 +91,7 @@ func (s *State) String() string {
 		return "device.State(nil)"
 	}
 	return fmt.Sprintf("device.State{session:%v online:%v seq:%d registered:%v bound:%v pending:%d}",
-		s.session != nil, s.presence.Online, s.presence.Seq, s.reg.Registered, s.reg.Bound, commands.Active(s.pending))
+		s.session != nil, s.presence.Online, s.presence.Seq, s.reg.Registered, s.reg.Bound, cmdlife.Active(s.pending))
 }
 
 // EncodeState implements keyed.Handler: the changelog value of state.

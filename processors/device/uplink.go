@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/protocol"
-	"github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/presence"
 	"github.com/ivms/ams/schemas"
 )
@@ -19,7 +19,7 @@ import (
 func (c *call) uplink(s *State, raw *schemas.UplinkRaw) *State {
 	next := c.uplinkRecord(s, raw)
 	if c.frameSeen && deliverable(next) {
-		next = c.cmdTx(next, (*commands.Tx).Drain)
+		next = c.cmdTx(next, (*cmdlife.Tx).Drain)
 	}
 	return next
 }

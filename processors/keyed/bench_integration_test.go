@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/internal/counter"
 )

@@ -22,7 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/keyed/internal/counter"
 )

@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/ivms/ams/pkg/mqttconform"
-	"github.com/ivms/ams/pkg/testenv"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
+	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
 )
 

@@ -21,10 +21,10 @@ import (
 	"github.com/ivms/ams/ingest/console"
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/deviceauth"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // APIOptions configure `ams api`: the HTTP JSON API (commands, devices,
@@ -166,7 +166,7 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 		return err
 	}
 	defer rdb.Close()
-	store := amsredis.NewStore(rdb, o.Redis.Keys())
+	store := devicestate.NewStore(rdb, o.Redis.Keys())
 	srv, err := api.New(api.Config{Tokens: tokens, Names: o.Kafka.Names(), Accounts: accounts, MaxWait: o.MaxWait,
 		LoginBurst: o.LoginBurst, LoginEvery: o.LoginEvery},
 		store, api.KafkaProducer{Client: cl}, e.reg, e.log, e.ops.Registry)

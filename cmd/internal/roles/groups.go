@@ -15,10 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/ivms/ams/pkg/connsec"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/pkg/mqttconn"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // Shared option groups. Every default is the loopback address of `make up`'s
@@ -284,7 +284,7 @@ type Redis struct {
 
 // DefaultRedis is the local stack's Redis, database 0, the sink's key prefix.
 func DefaultRedis() Redis {
-	return Redis{Addr: "127.0.0.1:6379", Prefix: amsredis.DefaultPrefix}
+	return Redis{Addr: "127.0.0.1:6379", Prefix: devicestate.DefaultPrefix}
 }
 
 // Flags declares the Redis flags.
@@ -328,7 +328,7 @@ func (r Redis) LogSecurity(log *slog.Logger) {
 }
 
 // Keys returns the key layout under the prefix.
-func (r Redis) Keys() amsredis.Keys { return amsredis.Keys{Prefix: r.Prefix} }
+func (r Redis) Keys() devicestate.Keys { return devicestate.Keys{Prefix: r.Prefix} }
 
 // ClickHouse is the connection of every role that talks to ClickHouse.
 type ClickHouse struct {

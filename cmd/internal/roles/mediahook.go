@@ -7,8 +7,8 @@ import (
 	"net/http"
 
 	"github.com/ivms/ams/pkg/connsec"
+	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/mediahook"
-	amsredis "github.com/ivms/ams/sinks/redis"
 )
 
 // MediaHookOptions configure `ams media-hook`: the publish callback of a
@@ -77,7 +77,7 @@ func RunMediaHook(ctx context.Context, o MediaHookOptions) error {
 		return err
 	}
 	defer rdb.Close()
-	store := amsredis.NewStore(rdb, o.Redis.Keys())
+	store := devicestate.NewStore(rdb, o.Redis.Keys())
 	hook, err := mediahook.New(mediahook.Config{Secrets: secrets, Key: key}, storeRegistrations{store}, e.log, e.ops.Registry)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func RunMediaHook(ctx context.Context, o MediaHookOptions) error {
 }
 
 // storeRegistrations reads registrations from the Redis projection.
-type storeRegistrations struct{ s *amsredis.Store }
+type storeRegistrations struct{ s *devicestate.Store }
 
 func (r storeRegistrations) Registration(ctx context.Context, sn string) (bool, bool, error) {
 	reg, _, ok, err := r.s.RegistrationOf(ctx, sn)

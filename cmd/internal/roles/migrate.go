@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/ivms/ams/pkg/kafkatopics"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // MigrateOptions configure `ams migrate`: create or check the Kafka topics

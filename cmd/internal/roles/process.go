@@ -15,7 +15,7 @@ import (
 	"github.com/ivms/ams/pkg/connsec"
 	"github.com/ivms/ams/pkg/kafkagroup"
 	"github.com/ivms/ams/pkg/protocol"
-	cmdlife "github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/device"
 	"github.com/ivms/ams/processors/keyed"
 	"github.com/ivms/ams/processors/presence"

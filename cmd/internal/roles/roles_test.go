@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/ingest"
-	cmdlife "github.com/ivms/ams/processors/commands"
+	"github.com/ivms/ams/processors/cmdlife"
 	"github.com/ivms/ams/processors/presence"
 	"github.com/ivms/ams/sinks/egress"
 )

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/kafkagroup"
-	chsink "github.com/ivms/ams/sinks/clickhouse"
+	"github.com/ivms/ams/sinks/chsink"
 )
 
 // SinkClickHouseOptions configure `ams sink clickhouse`: the event topics

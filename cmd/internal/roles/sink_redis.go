@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ivms/ams/pkg/kafkagroup"
-	amsredis "github.com/ivms/ams/sinks/redis"
+	"github.com/ivms/ams/sinks/redissink"
 )
 
 // SinkRedisOptions configure `ams sink redis`: presence, devices and command
@@ -58,11 +58,11 @@ func RunSinkRedis(ctx context.Context, o SinkRedisOptions) error {
 		return err
 	}
 	defer rdb.Close()
-	if err := e.ops.Registry.Register(amsredis.NewFleetCollector(rdb, o.Redis.Keys())); err != nil {
+	if err := e.ops.Registry.Register(redissink.NewFleetCollector(rdb, o.Redis.Keys())); err != nil {
 		return fmt.Errorf("fleet gauges: %w", err)
 	}
-	proj := amsredis.NewProjector(rdb, o.Redis.Keys(), o.Kafka.Names(), e.reg)
-	s, err := amsredis.NewSink(amsredis.SinkConfig{Seeds: o.Kafka.Seeds(), Group: o.Group, MaxPoll: o.MaxPoll,
+	proj := redissink.NewProjector(rdb, o.Redis.Keys(), o.Kafka.Names(), e.reg)
+	s, err := redissink.NewSink(redissink.SinkConfig{Seeds: o.Kafka.Seeds(), Group: o.Group, MaxPoll: o.MaxPoll,
 		InstanceID: o.InstanceID, SessionTimeout: o.SessionTimeout, KafkaOpts: kopts,
 		Projector: proj, Redis: rdb, Log: e.log, Metrics: e.ops.Registry})
 	if err != nil {
