@@ -13,7 +13,7 @@ import (
 )
 
 // History reads the event history the ClickHouse sink writes (see
-// deploy/clickhouse). It is read-only: every query is a fixed statement of
+// sinks/chsink/migrations). It is read-only: every query is a fixed statement of
 // this file with bound parameters, every time range is at most MaxRange and
 // every answer at most MaxRows rows. Nothing from a request becomes SQL text.
 //

@@ -12,7 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 )
 
-// Live reads of the current state the Redis sink projects (sinks/redissink's
+// Live reads of the current state the Redis sink projects (pkg/devicestate's
 // key layout). Read-only.
 
 // Counts is the fleet's presence now.

@@ -1,6 +1,10 @@
-// Package devicestate projects the current state of devices and commands from the
-// log (ams.registry, ams.presence, ams.device.events, ams.command.events)
-// into Redis, and reads it back for the HTTP API.
+// Package devicestate is the read model of ams: the current state of devices
+// and commands in Redis, as sinks/redissink projects it from the log
+// (ams.registry, ams.presence, ams.device.events, ams.command.events). It owns
+// the key layout (Keys), the JSON form of command events (CommandEvent) and
+// the read side the HTTP API, the console and the broker authentication
+// endpoints use (Store). Nothing here writes; sinks/redissink is the only
+// writer.
 //
 // Key layout (P is the key prefix, "ams:" by default; see Keys):
 //
@@ -30,7 +34,8 @@
 // Command hash fields: id, sn, kind, code, state, seq, at, reason, msg_id,
 // reply (when the device replied), accepted_at (the first event's time).
 //
-// Idempotence. Every record is applied by a Lua script, atomically:
+// Idempotence (what sinks/redissink guarantees for the state read here).
+// Every record is applied by a Lua script, atomically:
 //   - a presence record only when its Seq is above the stored presence_seq;
 //   - a command event only when its Seq is above the command's stored seq
 //     (so the history list never holds an event twice);

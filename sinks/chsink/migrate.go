@@ -19,7 +19,7 @@ import (
 	"github.com/ivms/ams/sinks/chsink/migrations"
 )
 
-// Migration is one numbered file of deploy/clickhouse.
+// Migration is one numbered file of sinks/chsink/migrations.
 type Migration struct {
 	Version    uint32
 	Name       string   // file name without the version and .sql, e.g. "tables"
