@@ -93,10 +93,10 @@ func TestSessionImport(t *testing.T) {
 	}
 	k, iv := reply.Session.Strings()
 	year := 365 * 24 * time.Hour
-	rdb.SetEx(ctx, strings.ReplaceAll(oldKey, "{sn}", sn), k, year)
-	rdb.SetEx(ctx, strings.ReplaceAll(oldIV, "{sn}", sn), iv, year)
+	rdb.Set(ctx, strings.ReplaceAll(oldKey, "{sn}", sn), k, year)
+	rdb.Set(ctx, strings.ReplaceAll(oldIV, "{sn}", sn), iv, year)
 	orphan := e2eSNPrefix(t) + "0000000002" // a key without its iv
-	rdb.SetEx(ctx, strings.ReplaceAll(oldKey, "{sn}", orphan), k, year)
+	rdb.Set(ctx, strings.ReplaceAll(oldKey, "{sn}", orphan), k, year)
 
 	dir := t.TempDir()
 	kekFile := filepath.Join(dir, "kek.hex")

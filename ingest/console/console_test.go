@@ -154,7 +154,7 @@ func TestSignIn(t *testing.T) {
 	if strings.Contains(html, "<script>") || strings.Contains(html, "style=") {
 		t.Fatal("inline script or style in the page")
 	}
-	csrf := csrfOf(t, html)
+	csrfOf(t, html) // the sign-in page carries a CSRF token
 
 	// No or a wrong CSRF token: refused, no session.
 	resp, _ = r.post(c, "/ui/signin", url.Values{"token": {cmdSecret}})
@@ -162,7 +162,7 @@ func TestSignIn(t *testing.T) {
 		t.Fatalf("sign in without csrf: %d", resp.StatusCode)
 	}
 	_, html = r.get(c, "/ui/signin")
-	csrf = csrfOf(t, html)
+	csrf := csrfOf(t, html)
 	resp, _ = r.post(c, "/ui/signin", url.Values{"csrf": {csrf + "x"}, "token": {cmdSecret}})
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("sign in with a wrong csrf: %d", resp.StatusCode)

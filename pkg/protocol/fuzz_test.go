@@ -149,6 +149,7 @@ func FuzzParseHandshake(f *testing.F) {
 		if len(plain) > pub.Size()-11 {
 			return
 		}
+		//lint:ignore SA1019 the test plays the firmware, which speaks PKCS#1 v1.5
 		ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, plain)
 		if err != nil {
 			t.Fatal(err)

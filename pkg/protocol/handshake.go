@@ -157,6 +157,7 @@ func ParseHandshake(keys []*rsa.PrivateKey, sData string) (HandshakeRequest, err
 		}
 		tried++
 		// Deprecated in Go, but PKCS#1 v1.5 is what the firmware speaks.
+		//lint:ignore SA1019 the firmware's key exchange is RSA PKCS#1 v1.5 (cannot be changed on the device)
 		pt, err := rsa.DecryptPKCS1v15(nil, k, ct)
 		if err != nil {
 			continue
@@ -314,6 +315,7 @@ func NewHandshake(pub *rsa.PublicKey, rand io.Reader) (req HandshakeRequest, sDa
 	}
 	pt := keyIVMD5(key1, iv1)
 	// Deprecated in Go, but PKCS#1 v1.5 is what the firmware speaks.
+	//lint:ignore SA1019 the firmware's key exchange is RSA PKCS#1 v1.5 (cannot be changed on the device)
 	ct, err := rsa.EncryptPKCS1v15(rand, pub, pt)
 	clear(pt)
 	if err != nil {

@@ -336,7 +336,6 @@ func TestCommandQueueOrderAndLimit(t *testing.T) {
 	// A new command while the limit is reached waits, even with policy REJECT.
 	wantStates(t, "over limit", h.submit(schemas.Command{ID: "q6", Kind: "sd_info", Offline: schemas.OfflineReject}),
 		"q6:ACCEPTED/1", "q6:QUEUED/2")
-	ids = append(ids, "q6")
 
 	// A reply frees a slot: q3 goes out in the same transaction.
 	h.kt.Advance(time.Second)
@@ -449,11 +448,11 @@ func TestCommandAmsControl(t *testing.T) {
 func TestCommandUnknownReply(t *testing.T) {
 	h := newCmdHarness(t, nil)
 	h.handshake()
-	o := h.submit(schemas.Command{ID: "k", Kind: "reboot"})
+	h.submit(schemas.Command{ID: "k", Kind: "reboot"})
 	h.kt.Advance(time.Second)
 	before := h.kt.Changelog(h.sn)
 	b, plain := vectorFrame(t, "reply to get-sd-info")
-	o = h.frame(b)
+	o := h.frame(b)
 	wantStates(t, "unknown reply", o)
 	if len(o.events) != 1 || o.events[0].Body != plain || o.events[0].MsgID == "" {
 		t.Fatalf("device event %+v", o.events)

@@ -348,10 +348,10 @@ func TestExactlyOnceUnderCrash(t *testing.T) {
 	t.Logf("%v: produced %d records", time.Since(start).Round(time.Millisecond), rounds*len(keys))
 
 	out := itReader(t, tp.out)
-	vals := out.until(t, 90*time.Second, countsDone(keys, rounds))
+	out.until(t, 90*time.Second, countsDone(keys, rounds))
 	t.Logf("%v: all counts committed", time.Since(start).Round(time.Millisecond))
 	// Every key's final idle timer.
-	vals = out.until(t, 60*time.Second, func(vals []string) bool {
+	out.until(t, 60*time.Second, func(vals []string) bool {
 		n := 0
 		for _, v := range vals {
 			if strings.HasSuffix(v, fmt.Sprintf(":idle:%d", rounds)) {
@@ -361,7 +361,7 @@ func TestExactlyOnceUnderCrash(t *testing.T) {
 		return n == len(keys)
 	})
 	time.Sleep(time.Second)
-	vals = out.until(t, time.Second, func([]string) bool { return true })
+	vals := out.until(t, time.Second, func([]string) bool { return true })
 	t.Logf("%v: all idle timers committed; %d outputs", time.Since(start).Round(time.Millisecond), len(vals))
 
 	checkCounts(t, vals, keys, rounds) // 1..rounds per key, in order, once each

@@ -245,7 +245,6 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.Balancers(kgo.RangeBalancer()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(), // always on since franz-go 1.16; stated for the reader
 		kgo.TransactionalID(r.cfg.TransactionalID()),
 		kgo.TransactionTimeout(r.cfg.TransactionTimeout),
 		// Rebalance callbacks run only between transactions (see

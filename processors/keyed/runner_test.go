@@ -353,7 +353,7 @@ func TestCountsTimersAndTombstones(t *testing.T) {
 	}
 
 	clock.Advance(2 * time.Minute)
-	vals = out.until(t, 30*time.Second, idleDone(keys))
+	out.until(t, 30*time.Second, idleDone(keys))
 	time.Sleep(200 * time.Millisecond) // a second firing would show now
 	vals = out.until(t, time.Second, func([]string) bool { return true })
 	for k, n := range checkCounts(t, vals, keys, 25) {
@@ -462,12 +462,6 @@ func TestAbortRollsBackAndReprocesses(t *testing.T) {
 				t.Fatalf("aborted transactions: %v", n)
 			}
 			in.Stop(t)
-			for _, k := range keys {
-				if s := changelogState(t, seeds)[k]; s == nil || s.Count != 10 {
-					t.Fatalf("changelog state of %s: %+v", k, s)
-				}
-				break // one full read is enough; checked below for all
-			}
 			states := changelogState(t, seeds)
 			for _, k := range keys {
 				if s := states[k]; s == nil || s.Count != 10 {
@@ -528,9 +522,9 @@ func TestRebalanceRestoresStateAndTimers(t *testing.T) {
 	// A leaves: B owns everything.
 	a.Stop(t)
 	produceInputs(t, seeds, keys, 5, false)
-	vals := out.until(t, 30*time.Second, countsDone(keys, 25))
+	out.until(t, 30*time.Second, countsDone(keys, 25))
 	time.Sleep(200 * time.Millisecond)
-	vals = out.until(t, time.Second, func([]string) bool { return true })
+	vals := out.until(t, time.Second, func([]string) bool { return true })
 	idle := checkCounts(t, vals, keys, 25)
 	for _, k := range keys {
 		if idle[k] != 1 {

@@ -28,9 +28,11 @@ const (
 	MalBadBody MalformedKind = "bad_body"
 	// MalWrongSN: a configuration upload whose sDeviceSn is another device's
 	// (the cloud must refuse it: the sn must match the topic's).
-	MalWrongSN     MalformedKind = "wrong_sn"
-	malformedKinds               = 8
+	MalWrongSN MalformedKind = "wrong_sn"
 )
+
+// malformedKinds is the number of MalformedKind values.
+const malformedKinds = 8
 
 // MalformedKinds lists every MalformedKind in the order devices rotate
 // through them.
