@@ -29,16 +29,18 @@ func registryActions() []command {
 			flags: registryImportFlags},
 		{name: "import-sessions", summary: "carry the cameras' AES sessions over from the old service's Redis into the processors' changelog, sealed under the KEK (before the processors first run); prints a JSON report",
 			flags: sessionImportFlags},
+		{name: "republish", summary: "write the latest registration of every device of the given partitions to ams.registry again (recovery of a lost changelog partition); prints a JSON report",
+			flags: registryRepublishFlags},
 	}
 }
 
-// registryCommand is `ams registry {import|import-sessions} [flags]`
+// registryCommand is `ams registry {import|import-sessions|republish} [flags]`
 // (pkg/registryimport, pkg/sessionimport). Every action's flags are declared
 // on the `registry` flag set too, so `ams config` lists them under registry.
 func registryCommand() command {
 	return command{
 		name:    "registry",
-		summary: "cut over from the old service: ams registry {import|import-sessions} [flags]",
+		summary: "cut over from the old service: ams registry {import|import-sessions|republish} [flags]",
 		flags: func(fs *flag.FlagSet) func(context.Context, io.Writer, io.Writer) error {
 			for _, a := range registryActions() {
 				a.flags(fs)

@@ -74,8 +74,7 @@ func TestCommitAfterHandler(t *testing.T) {
 	commits := 0
 	rctx, stop := context.WithCancel(ctx)
 	defer stop()
-	var h kafkaconsume.Handler
-	h = kafkaconsume.Handler{
+	h := kafkaconsume.Handler{
 		Handle: func(_ context.Context, fs kgo.Fetches) (bool, error) {
 			fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
 			return fs.NumRecords() > 0, nil
