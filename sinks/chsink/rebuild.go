@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/pkg/kafkatopics"
 	"github.com/ivms/ams/schemas"
 )
@@ -220,26 +221,9 @@ func Rebuild(ctx context.Context, cfg RebuildConfig, reg *schemas.Registry, log 
 			return nil, fmt.Errorf("kafka client: %w", err)
 		}
 		defer rcl.Close()
-		for len(want) > 0 {
-			fetches := rcl.PollRecords(ctx, cfg.BatchRows-tbl.rows)
-			if err := ctx.Err(); err != nil {
-				return res, fmt.Errorf("rebuild: reading %s: %w", topic, err)
-			}
-			var ferr error
-			fetches.EachError(func(t string, p int32, err error) {
-				ferr = fmt.Errorf("rebuild: reading %s/%d: %w", t, p, err)
-			})
-			if ferr != nil {
-				return res, ferr
-			}
-			fetches.EachRecord(func(r *kgo.Record) {
-				end, ok := want[r.Partition]
-				if !ok || r.Offset >= end {
-					return
-				}
-				if r.Offset+1 >= end {
-					delete(want, r.Partition)
-				}
+		err = kafkaconsume.ReadUntil(ctx, rcl, topic, want,
+			func() int { return cfg.BatchRows - tbl.rows },
+			func(r *kgo.Record) {
 				if r.Attrs.IsControl() {
 					return
 				}
@@ -248,21 +232,26 @@ func Rebuild(ctx context.Context, cfg RebuildConfig, reg *schemas.Registry, log 
 					res.Rejected++
 					s.reject(r, reason, err)
 				}
+			},
+			func() error {
+				if tbl.rows >= cfg.BatchRows || (len(want) == 0 && tbl.rows > 0) {
+					n := tbl.rows
+					if err := s.insertRows(ctx, tbl, 0, n); err != nil {
+						return err
+					}
+					res.Rows += int64(n)
+					tbl.reset()
+				}
+				if len(s.rejects) > 0 {
+					if err := rcl.ProduceSync(ctx, s.rejects...).FirstErr(); err != nil {
+						return fmt.Errorf("produce rejects: %w", err)
+					}
+					s.rejects = s.rejects[:0]
+				}
+				return nil
 			})
-			if tbl.rows >= cfg.BatchRows || (len(want) == 0 && tbl.rows > 0) {
-				n := tbl.rows
-				if err := s.insertRows(ctx, tbl, 0, n); err != nil {
-					return res, fmt.Errorf("rebuild: %w", err)
-				}
-				res.Rows += int64(n)
-				tbl.reset()
-			}
-			if len(s.rejects) > 0 {
-				if err := rcl.ProduceSync(ctx, s.rejects...).FirstErr(); err != nil {
-					return res, fmt.Errorf("rebuild: produce rejects: %w", err)
-				}
-				s.rejects = s.rejects[:0]
-			}
+		if err != nil {
+			return res, fmt.Errorf("rebuild: %w", err)
 		}
 	}
 

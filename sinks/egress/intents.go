@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/kafkaconsume"
 	"github.com/ivms/ams/schemas"
 )
 
@@ -77,35 +78,18 @@ func (e *Egress) scanReceipts(ctx context.Context, partition int32, since time.T
 	}
 	defer cl.Close()
 	n := 0
-	for len(want) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", topic, err)
+	err = kafkaconsume.ReadUntil(ctx, cl, topic, want, nil, func(r *kgo.Record) {
+		var rc schemas.DownlinkReceipt
+		if r.Value == nil || e.codec.Decode(r.Value, &rc) != nil || rc.CommandID == nil {
+			return
 		}
-		var ferr error
-		fetches.EachError(func(_ string, p int32, err error) {
-			ferr = fmt.Errorf("reading %s/%d: %w", topic, p, err)
-		})
-		if ferr != nil {
-			return nil, ferr
+		n++
+		if cur := out[rc.FrameID]; cur == "" || cur == schemas.ReceiptPublishing {
+			out[rc.FrameID] = rc.Status
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := want[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-			var rc schemas.DownlinkReceipt
-			if r.Value == nil || e.codec.Decode(r.Value, &rc) != nil || rc.CommandID == nil {
-				return
-			}
-			n++
-			if cur := out[rc.FrameID]; cur == "" || cur == schemas.ReceiptPublishing {
-				out[rc.FrameID] = rc.Status
-			}
-		})
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
 	e.log.Info("egress: read the receipts of earlier owners", "partition", partition, "since", since, "command_receipts", n)
 	return out, nil
