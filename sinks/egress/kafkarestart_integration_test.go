@@ -85,13 +85,14 @@ func TestEgressKafkaRestart(t *testing.T) {
 		frames[i] = &kgo.Record{Topic: names.Downlink, Key: []byte(sn), Value: b}
 	}
 
+	group := testenv.Unique(t, "egress-kr")
 	logPath := filepath.Join(t.TempDir(), "egress.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(amsBin, "egress", "-kafka-brokers", k.Addr, "-topic-prefix", prefix,
-		"-mqtt-url", mq.URL, "-egress-id", "ams-egress-kr", "-egress-group", testenv.Unique(t, "egress-kr"),
+		"-mqtt-url", mq.URL, "-egress-id", "ams-egress-kr", "-egress-group", group,
 		"-kafka-instance-id", "egress-kr-0", "-mqtt-connections", "3", "-window", "64",
 		"-publish-timeout", "5s", "-drain-timeout", "8s", "-commit-interval", "200ms", "-ops-addr", "")
 	for _, kv := range os.Environ() {
@@ -182,6 +183,7 @@ func TestEgressKafkaRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	k.Start()
 	back := time.Now()
+	resumed := kafkabroker.Resumed(ctx, adm, group, names.Downlink)
 	t.Logf("broker down %v (from the start of its controlled shutdown to answering again, 2 s stopped)", back.Sub(stopped).Round(100*time.Millisecond))
 
 	wg.Wait()
@@ -236,6 +238,7 @@ func TestEgressKafkaRestart(t *testing.T) {
 		}
 	}
 	ms := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+	t.Logf("FIGURES broker restart: egress committed again %v after the broker was back", ms((<-resumed).Sub(back)))
 	t.Logf("FIGURES egress through a broker restart under %d frames/s: writer retried %d transactions, last commit %v after the broker was back; "+
 		"every at-least-once frame at its device %v after the broker was back (%v after the last commit), %d replayed; "+
 		"at-most-once frames: %d of %d delivered, %d twice",

@@ -168,3 +168,34 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// Resumed watches the committed offsets of group on topic from now on (call
+// it when the broker is back) and sends the time they first move past the
+// first ones it reads: when the group's consumer committed again after the
+// restart (late by at most one commit of the group, and the 100 ms it polls
+// at). It sends the zero time if ctx ends first.
+func Resumed(ctx context.Context, adm *kadm.Client, group, topic string) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	go func() {
+		start := int64(-1)
+		for ctx.Err() == nil {
+			if offs, err := adm.FetchOffsets(ctx, group); err == nil {
+				var n int64
+				offs.Each(func(o kadm.OffsetResponse) {
+					if o.Topic == topic && o.Err == nil && o.At > 0 {
+						n += o.At
+					}
+				})
+				if start < 0 {
+					start = n
+				} else if n > start {
+					ch <- time.Now()
+					return
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		ch <- time.Time{}
+	}()
+	return ch
+}
