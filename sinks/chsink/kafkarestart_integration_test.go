@@ -4,159 +4,34 @@ package chsink_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/devicestate"
+	"github.com/ivms/ams/pkg/testkit/kafkabroker"
 	"github.com/ivms/ams/pkg/testkit/testenv"
+	"github.com/ivms/ams/schemas"
 )
 
-// privateKafka is a single-node KRaft broker of the test's own (plaintext,
-// loopback, free ports, data in a temp dir), run from the jars the stack
-// gathered ($AMS_STACK_DIR/kafka/libs), so the test can restart it without
-// touching the shared broker.
-type privateKafka struct {
-	t      *testing.T
-	addr   string
-	dir    string
-	args   []string
-	cmd    *exec.Cmd
-	logOut string
-}
-
-func startPrivateKafka(t *testing.T) *privateKafka {
-	t.Helper()
-	stack := os.Getenv("AMS_STACK_DIR") // the Makefile exports it
-	if stack == "" {
-		stack = filepath.Join("..", "..", ".stack") // up.sh's default, from this package's folder
-	}
-	libs := filepath.Join(stack, "kafka", "libs")
-	if _, err := os.Stat(filepath.Join(libs, ".pom.sha256")); err != nil {
-		t.Fatalf("no Kafka jars in %s (AMS_STACK_DIR of a stack started by deploy/stack/up.sh): %v", libs, err)
-	}
-	java, err := exec.LookPath("java")
-	if err != nil {
-		t.Fatalf("java: %v", err)
-	}
-	dir := t.TempDir()
-	port, ctrl := freePort(t), freePort(t)
-	props := fmt.Sprintf(`process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:%[2]d
-listeners=PLAINTEXT://127.0.0.1:%[1]d,CONTROLLER://127.0.0.1:%[2]d
-advertised.listeners=PLAINTEXT://127.0.0.1:%[1]d
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=%[3]s/data
-num.partitions=4
-default.replication.factor=1
-min.insync.replicas=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-num.network.threads=2
-num.io.threads=2
-`, port, ctrl, dir)
-	if err := os.WriteFile(filepath.Join(dir, "server.properties"), []byte(props), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cp := filepath.Join(libs, "*")
-	jopts := []string{"-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-Dkafka.logs.dir=" + dir}
-	format := exec.Command(java, append(jopts, "-cp", cp, "kafka.tools.StorageTool", "format", "-t", "dataopsPrivateKafka01", "-c",
-		filepath.Join(dir, "server.properties"), "--ignore-formatted")...)
-	if out, err := format.CombinedOutput(); err != nil {
-		t.Fatalf("format private kafka: %v\n%s", err, out)
-	}
-	k := &privateKafka{t: t, addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, logOut: filepath.Join(dir, "stdout.log"),
-		args: append([]string{java}, append(jopts, "-cp", cp, "kafka.Kafka", filepath.Join(dir, "server.properties"))...)}
-	k.start()
-	t.Cleanup(func() {
-		k.stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(k.logOut)
-			t.Logf("private kafka log:\n%s", tail(string(b), 3000))
-		}
-	})
-	return k
-}
-
-// start runs the broker and waits until it answers metadata requests.
-func (k *privateKafka) start() {
-	k.t.Helper()
-	f, err := os.OpenFile(k.logOut, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	defer f.Close()
-	k.cmd = exec.Command(k.args[0], k.args[1:]...)
-	k.cmd.Dir, k.cmd.Stdout, k.cmd.Stderr = k.dir, f, f
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := k.cmd.Start(); err != nil {
-		k.t.Fatalf("start private kafka: %v", err)
-	}
-	deadline := time.Now().Add(180 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", k.addr, time.Second); err == nil {
-			_ = c.Close()
-			cl, err := kgo.NewClient(kgo.SeedBrokers(k.addr))
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				_, err = kadm.NewClient(cl).BrokerMetadata(ctx)
-				cancel()
-				cl.Close()
-				if err == nil {
-					return
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(k.logOut)
-			k.t.Fatalf("private kafka on %s did not answer in 180s\n%s", k.addr, tail(string(b), 2000))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-// stop terminates the broker (SIGTERM: a controlled shutdown) and waits.
-func (k *privateKafka) stop() {
-	if k.cmd == nil || k.cmd.Process == nil || k.cmd.ProcessState != nil {
-		return
-	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = k.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
-
 // TestBackPressureKafkaRestart restarts the broker under the ClickHouse
-// sink (the ams binary) while a transactional writer (as the processors
-// write) keeps producing: the writer retries its transaction, the sink
-// reconnects and resumes from its committed offsets, and ClickHouse ends
-// with every event exactly once (FINAL and distinct ids). Figures (broker
-// down time, time to catch up) are logged for docs/OPERATIONS.md.
+// and Redis sinks (the ams binary) while a transactional writer (as the
+// processors write) keeps producing: the writer retries its transaction,
+// the sinks reconnect and resume from their committed offsets, ClickHouse
+// ends with every event exactly once (FINAL and distinct ids) and Redis with
+// every device's latest event. Figures (broker down time, time to catch up)
+// are logged for docs/OPERATIONS.md.
 func TestBackPressureKafkaRestart(t *testing.T) {
 	t.Parallel()
 	const (
@@ -164,17 +39,17 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 		tick  = 100 * time.Millisecond
 		total = 5000
 	)
-	k := startPrivateKafka(t)
+	k := kafkabroker.Start(t)
 	e := newEnv(t, testenv.ClickHouseAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.addr))
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	if _, err := adm.CreateTopics(ctx, 4, 1, nil, e.names.DeviceEvents, e.names.Presence, e.names.CommandEvents, e.names.Rejects, e.names.UplinkRaw); err != nil {
+	if _, err := adm.CreateTopics(ctx, 4, 1, nil, e.names.DeviceEvents, e.names.Presence, e.names.CommandEvents, e.names.Rejects, e.names.UplinkRaw, e.names.Registry); err != nil {
 		t.Fatal(err)
 	}
 	events := deviceEvents(testenv.Unique(t, "kr"), total, 300, time.Now().UTC().Add(-time.Hour))
@@ -185,7 +60,7 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(amsBin, "sink", "clickhouse", "-kafka-brokers", k.addr, "-topic-prefix", e.prefix,
+	cmd := exec.Command(amsBin, "sink", "clickhouse", "-kafka-brokers", k.Addr, "-topic-prefix", e.prefix,
 		"-clickhouse-addr", e.chAddr, "-clickhouse-database", e.db, "-sink-group", group, "-ops-addr", "",
 		"-batch-interval", "200ms", "-retry-max", "1s")
 	for _, kv := range os.Environ() {
@@ -200,6 +75,38 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	_ = logf.Close()
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
+
+	// The Redis sink too (the stack's Redis), into a prefix of its own.
+	redisPrefix := testenv.Unique(t, "kr") + ":"
+	redisGroup := testenv.Unique(t, "kr-redis")
+	rcmd := exec.Command(amsBin, "sink", "redis", "-kafka-brokers", k.Addr, "-topic-prefix", e.prefix,
+		"-redis-prefix", redisPrefix, "-sink-group", redisGroup, "-ops-addr", "")
+	rcmd.Env = cmd.Env
+	rlogPath := filepath.Join(t.TempDir(), "redis-sink.log")
+	rlogf, err := os.Create(rlogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcmd.Stdout, rcmd.Stderr = rlogf, rlogf
+	if err := rcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rlogf.Close()
+	rexited := make(chan struct{})
+	go func() { _ = rcmd.Wait(); close(rexited) }()
+	rdb := goredis.NewClient(testenv.RedisOptions())
+	t.Cleanup(func() {
+		_ = rcmd.Process.Kill()
+		<-rexited
+		if ks, _ := rdb.Keys(context.Background(), redisPrefix+"*").Result(); len(ks) > 0 {
+			rdb.Del(context.Background(), ks...)
+		}
+		_ = rdb.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(rlogPath)
+			t.Logf("redis sink log:\n%s", tail(string(b), 6000))
+		}
+	})
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -213,11 +120,12 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	// until it commits, as a processor redoes its batch.
 	var produced atomic.Int64
 	var retries atomic.Int64
+	var lastCommit time.Time // the writer's last commit, read after wg.Wait
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(k.addr), kgo.TransactionalID(testenv.Unique(t, "kr-txn")),
+		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.TransactionalID(testenv.Unique(t, "kr-txn")),
 			kgo.RecordRetries(3), kgo.RequestTimeoutOverhead(2*time.Second))
 		if err != nil {
 			t.Errorf("writer: %v", err)
@@ -250,6 +158,7 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 			}
 			i += len(recs)
 			produced.Store(int64(i))
+			lastCommit = time.Now()
 			time.Sleep(tick)
 		}
 	}()
@@ -258,17 +167,57 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	stopped := time.Now()
-	k.stop()
+	k.Stop()
 	time.Sleep(2 * time.Second)
-	k.start()
+	k.Start()
 	back := time.Now()
+	chResumed := kafkabroker.Resumed(ctx, adm, group, e.names.DeviceEvents)
+	redisResumed := kafkabroker.Resumed(ctx, adm, redisGroup, e.names.DeviceEvents)
+	// From now on, wait for the Redis sink to show every device's latest
+	// event (the read model caught up), concurrently with the checks below.
+	lastSeen := map[string]time.Time{}
+	for _, v := range events {
+		ev := v.(*schemas.DeviceEvent)
+		if ev.IngestTime.After(lastSeen[ev.SN]) {
+			lastSeen[ev.SN] = ev.IngestTime
+		}
+	}
+	var redisUp time.Time
+	redisAt := make(chan error, 1)
+	go func() {
+		st := devicestate.NewStore(rdb, devicestate.Keys{Prefix: redisPrefix})
+		var behind string
+		for ctx.Err() == nil {
+			select {
+			case <-rexited:
+				redisAt <- errors.New("the redis sink exited")
+				return
+			default:
+			}
+			behind = ""
+			for sn, at := range lastSeen {
+				d, ok, err := st.Device(ctx, sn)
+				if err != nil || !ok || d.LastSeen == nil || d.LastSeen.UnixMilli() != at.UnixMilli() {
+					behind = fmt.Sprintf("%s: %+v ok=%v err=%v, want last_seen %v", sn, d, ok, err, at)
+					break
+				}
+			}
+			if behind == "" {
+				redisUp = time.Now()
+				redisAt <- nil
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		redisAt <- fmt.Errorf("redis sink not caught up: %s", behind)
+	}()
 	t.Logf("broker down %v (from the start of its controlled shutdown to answering again, 2 s stopped)", back.Sub(stopped).Round(100*time.Millisecond))
 
 	wg.Wait()
 	if produced.Load() != total {
 		t.Fatalf("the writer produced %d of %d", produced.Load(), total)
 	}
-	writerDone := time.Since(back)
+	writerDone := lastCommit.Sub(back)
 	var caughtUp time.Duration
 	for {
 		select {
@@ -288,8 +237,37 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	if n := e.count("SELECT count() FROM {db}.device_events FINAL"); n != total {
 		t.Errorf("device_events FINAL = %d, want %d", n, total)
 	}
+
+	// The Redis sink: every device's last_seen is its latest event (waited
+	// for since the broker came back, see redisAt), and its group committed
+	// every partition through its last record.
+	if err := <-redisAt; err != nil {
+		t.Fatal(err)
+	}
+	redisCaughtUp := redisUp.Sub(back)
+	ends, err := adm.ListEndOffsets(ctx, e.names.DeviceEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs, err := adm.FetchOffsets(ctx, redisGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		c, _ := offs.Lookup(o.Topic, o.Partition)
+		// The end offset counts the last transaction's commit marker, which
+		// a consumer skips: the group commits past the last record, one
+		// short of the end (franz-go commits what it returned).
+		if o.Offset > 0 && (c.Err != nil || c.At < o.Offset-1) {
+			t.Errorf("redis sink group: %s/%d committed %d (%v), end %d", o.Topic, o.Partition, c.At, c.Err, o.Offset)
+		}
+	})
 	raw := e.count("SELECT count() FROM {db}.device_events")
-	t.Logf("FIGURES broker restart under %d events/s: writer retried %d transactions, finished %v after the broker was back; "+
-		"ClickHouse held every event %v after the broker was back; raw rows %d for %d events",
-		rate, retries.Load(), writerDone.Round(100*time.Millisecond), caughtUp.Round(100*time.Millisecond), raw, total)
+	ms := func(d time.Duration) time.Duration { return d.Round(100 * time.Millisecond) }
+	t.Logf("FIGURES broker restart: the ClickHouse sink committed again %v after the broker was back, the Redis sink %v",
+		ms((<-chResumed).Sub(back)), ms((<-redisResumed).Sub(back)))
+	t.Logf("FIGURES broker restart under %d events/s: writer retried %d transactions, last commit %v after the broker was back; "+
+		"ClickHouse held every event %v after the broker was back (%v after the last commit), raw rows %d for %d events; "+
+		"Redis showed every device's latest event %v after the broker was back (%v after the last commit), its group committed through the last record",
+		rate, retries.Load(), ms(writerDone), ms(caughtUp), ms(caughtUp-writerDone), raw, total, ms(redisCaughtUp), ms(redisCaughtUp-writerDone))
 }
