@@ -27,7 +27,7 @@ func TestRollbackRestoresStatesAndTimers(t *testing.T) {
 	s.Process(t0.Add(time.Second), "a", in)
 	s.Process(t0.Add(time.Second), "c", in)
 	s.Process(t0.Add(time.Second), "b", keyed.Input{}) // delete
-	fired, err := s.Fire(t0.Add(2*time.Minute), 10, func(string, []keyed.Output) {})
+	fired, err := s.Fire(t0.Add(2*time.Minute), t0.Add(2*time.Minute), 10, func(string, []keyed.Output) {})
 	if err != nil || fired != 2 { // a and c (b is gone)
 		t.Fatalf("fired %d, %v", fired, err)
 	}
@@ -55,7 +55,7 @@ func TestStuckTimerIsDisarmed(t *testing.T) {
 	s := store.New[counter.State, keyed.Input, keyed.Output](stuck{counter.Handler{IdleAfter: time.Second}})
 	s.Process(t0, "a", keyed.Input{Value: []byte("x")})
 	s.Commit()
-	n, err := s.Fire(t0.Add(time.Hour), 100, func(string, []keyed.Output) {})
+	n, err := s.Fire(t0.Add(time.Hour), t0.Add(time.Hour), 100, func(string, []keyed.Output) {})
 	if err != nil || n != 1 || s.Armed() != 0 {
 		t.Fatalf("fired %d armed %d err %v", n, s.Armed(), err)
 	}
