@@ -45,7 +45,14 @@ import (
 //     transaction of the previous owner is waited for). Fetching p's input
 //     is paused from the moment it is assigned until then.
 //   - Timers fire at the first tick (Config.TimerTick) at or after their
-//     deadline, in a transaction like an input, possibly shared with inputs.
+//     deadline, in a transaction like an input, possibly shared with inputs,
+//     but never early because the partition's input is behind: while the
+//     records polled of a partition end before its high watermark (a backlog,
+//     or a partition just restored whose input is not polled yet), its
+//     timers fire only up to the newest record timestamp processed from that
+//     input. A key whose input waits in the backlog is not timed out (see
+//     ORDERING.md, "Timers"; an idle partition's timers may be held up to 2s
+//     after a restore).
 //   - Failure: a Handler error, an undecodable changelog record or an error
 //     from ending a transaction stops Run with that error; nothing is
 //     retried in-process. Restart the process: the group resumes from the
