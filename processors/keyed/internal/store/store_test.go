@@ -65,3 +65,25 @@ func TestStuckTimerIsDisarmed(t *testing.T) {
 		t.Fatalf("armed after rollback: %d", s.Armed())
 	}
 }
+
+// TestFireUntil: only deadlines up to until fire (the runtime's hold while a
+// partition's input is behind); Timer still gets now.
+func TestFireUntil(t *testing.T) {
+	s := store.New[counter.State, keyed.Input, keyed.Output](counter.Handler{Out: "out", IdleAfter: time.Minute})
+	s.Process(t0, "a", keyed.Input{Value: []byte("x")})
+	s.Process(t0.Add(time.Minute), "b", keyed.Input{Value: []byte("x")})
+	s.Commit()
+	now := t0.Add(time.Hour)
+	var keys []string
+	n, err := s.Fire(now, t0.Add(90*time.Second), 100, func(k string, _ []keyed.Output) { keys = append(keys, k) })
+	if err != nil || n != 1 || len(keys) != 1 || keys[0] != "a" {
+		t.Fatalf("fired %d %v, %v; want a only", n, keys, err)
+	}
+	if k, at, ok := s.Peek(); !ok || k != "b" || !at.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("held timer: %s %v %v", k, at, ok)
+	}
+	// until after now is capped at now.
+	if n, err := s.Fire(t0.Add(time.Minute), now, 100, func(string, []keyed.Output) {}); err != nil || n != 0 {
+		t.Fatalf("fired %d, %v; want none before now", n, err)
+	}
+}
