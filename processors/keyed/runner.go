@@ -597,6 +597,11 @@ func (r *Runner[S]) rewindMarks() {
 	for _, p := range r.parts {
 		if m, ok := r.marksAtBegin[p]; ok {
 			p.marks = m
+		} else if p.jobs != nil { // installed since the transaction began
+			p.marks = make(map[string]inputMark, len(r.cfg.Inputs))
+			for _, t := range r.cfg.Inputs {
+				p.marks[t] = unknownMark(time.Now())
+			}
 		}
 	}
 }
