@@ -592,6 +592,9 @@ func (r *Runner[S]) snapshotMarks() {
 }
 
 func (r *Runner[S]) rewindMarks() {
+	if r.marksAtBegin == nil { // an empty transaction (abortPolled): no marks moved
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.parts {
