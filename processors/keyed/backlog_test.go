@@ -65,12 +65,12 @@ func TestBacklogHoldsTimers(t *testing.T) {
 	produceAt(backlog...)
 
 	in = start(t, cfg, h)
-	vals := out.until(t, 30*time.Second, func(vals []string) bool {
+	out.until(t, 30*time.Second, func(vals []string) bool {
 		return countsDone([]string{"a", "z"}, 11)(vals) && countsDone([]string{"z"}, 31)(vals) &&
 			slices.Contains(vals, "b:idle:1")
 	})
 	time.Sleep(300 * time.Millisecond) // an early firing that raced would show now
-	vals = out.until(t, time.Second, func([]string) bool { return true })
+	vals := out.until(t, time.Second, func([]string) bool { return true })
 	in.Stop(t)
 
 	var idle []string
