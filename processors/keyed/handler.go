@@ -61,7 +61,9 @@ type Handler[S any] interface {
 	Process(now time.Time, key string, state *S, in Input) (next *S, out []Output, err error)
 	// Timer is called once the key's deadline (from Deadline) has passed
 	// (at the runtime's first timer tick at or after it; now is never
-	// before the deadline). The key's timer is then re-armed from the
+	// before the deadline), and not before the partition's input has been
+	// processed up to the deadline (a backlog holds it; see Runner). The
+	// key's timer is then re-armed from the
 	// returned state's Deadline only if that is after now: a Timer that
 	// leaves the deadline where it was disarms the key until its state
 	// next changes, rather than firing in a loop.

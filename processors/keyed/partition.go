@@ -30,6 +30,9 @@ type partition[S any] struct {
 	exited  chan struct{}
 	next    atomic.Int64 // next timer (unix ns of the Clock), MaxInt64 when none
 	pending atomic.Int64 // highest changelog offset produced in the open transaction, -1
+	// marks: progress of its inputs, by topic (plan.go's fireHorizon);
+	// only the poll loop touches it.
+	marks map[string]inputMark
 	// staleClean: a count of stale keys (rewrap.go) found none since the
 	// partition was restored.
 	staleClean bool
@@ -47,7 +50,8 @@ type job struct {
 	op     jobOp
 	recs   []*kgo.Record
 	now    time.Time
-	budget int // timers to fire at most
+	until  time.Time // fire timers due at or before this (fireHorizon, at most now)
+	budget int       // timers to fire at most
 	done   chan<- result
 }
 
@@ -122,7 +126,7 @@ func (r *Runner[S]) batch(p *partition[S], j job) result {
 		}
 		res.records[rec.Topic]++
 	}
-	fired, err := p.st.Fire(j.now, j.budget, func(_ string, out []Output) {
+	fired, err := p.st.Fire(j.now, j.until, j.budget, func(_ string, out []Output) {
 		if e := r.emit(out, res.outputs); e != nil && res.err == nil {
 			res.err = e
 		}

@@ -1,6 +1,7 @@
 package keyed
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -32,6 +33,9 @@ const (
 type partView struct {
 	ready bool  // restored, its worker running
 	next  int64 // its earliest timer, unix ns of the Clock (MaxInt64: none)
+	// marks: its inputs' progress, by topic (see fireHorizon); nil: none
+	// behind, its timers fire by the Clock.
+	marks map[string]inputMark
 }
 
 // startFacts are the facts a cycle gathered after polling.
@@ -69,7 +73,7 @@ func planStart(f startFacts) startPlan {
 	}
 	var work []int32
 	for id, p := range f.parts {
-		if p.ready && (f.polled[id] > 0 || p.next <= f.clock.UnixNano()) {
+		if p.ready && (f.polled[id] > 0 || p.next <= fireHorizon(f.clock, p.marks)) {
 			work = append(work, id)
 		}
 	}
@@ -152,4 +156,78 @@ func nextBackoff(prev time.Duration, committed bool) time.Duration {
 		return 0
 	}
 	return min(max(2*prev, 5*time.Millisecond), time.Second)
+}
+
+// Timers of a partition whose input is behind (ORDERING.md, "Timers").
+
+// lagSlack is the lag, in offsets, that still counts as caught up: a
+// transactional producer's commit marker sits after its last record, so a
+// read-committed consumer that has every record still sees the high
+// watermark one offset ahead.
+const lagSlack = 1
+
+// behindHold and behindPolls end a hold when an input partition's records
+// stop coming: one marked behind (or not yet seen since the partition was
+// installed) counts as caught up once behindPolls polls in a row brought
+// none of its records and behindHold has passed since its last ones. A
+// partition with a backlog has records in (nearly) every poll; an idle one
+// has none, and no fetch tells it is idle, so this is how long an idle
+// partition's timers may be held after a restore or after a backlog ends.
+const (
+	behindHold  = 2 * time.Second
+	behindPolls = 3
+)
+
+// inputMark is what the poll loop knows of one input partition's progress.
+type inputMark struct {
+	behind bool  // records before the high watermark are not processed yet (or not known)
+	newest int64 // newest record timestamp processed, unix ns (MinInt64: none)
+	// seen: wall time of the last poll with its records (the install at
+	// first); absent: polls since then without its records.
+	seen   time.Time
+	absent int
+}
+
+// unknownMark is an input partition's mark when its partition is installed:
+// behind, nothing processed. Timers are held until its first records (or
+// the hold ends): a restored state's deadlines are all due after an outage,
+// while the heartbeats that would move them still wait in the input.
+func unknownMark(wall time.Time) inputMark {
+	return inputMark{behind: true, newest: math.MinInt64, seen: wall}
+}
+
+// polledInput is one poll's records of one input partition.
+type polledInput struct {
+	last   int64 // offset of the last record
+	hwm    int64 // the partition's high watermark in that fetch
+	newest int64 // newest record timestamp, unix ns
+}
+
+// observe is m after a poll; in is nil when the poll had none of its
+// records.
+func observe(m inputMark, in *polledInput, wall time.Time) inputMark {
+	if in == nil {
+		m.absent++
+		if m.behind && m.absent >= behindPolls && wall.Sub(m.seen) >= behindHold {
+			m.behind = false
+		}
+		return m
+	}
+	return inputMark{behind: in.hwm-in.last-1 > lagSlack, newest: max(m.newest, in.newest), seen: wall}
+}
+
+// fireHorizon is the latest deadline a partition's timers may fire at: the
+// Clock, but while one of its inputs is behind, no later than the newest
+// record timestamp processed from that input. A timer is an absence of
+// input ("no heartbeat for 90s"): while input is queued, the absence is
+// only known up to the input's newest processed record, and firing by the
+// Clock would declare absent a key whose input is still waiting.
+func fireHorizon(clock time.Time, marks map[string]inputMark) int64 {
+	h := clock.UnixNano()
+	for _, m := range marks {
+		if m.behind {
+			h = min(h, m.newest)
+		}
+	}
+	return h
 }

@@ -109,3 +109,83 @@ func TestNextBackoff(t *testing.T) {
 		t.Fatalf("after a commit: %v, want 0", b)
 	}
 }
+
+func TestObserve(t *testing.T) {
+	sec := func(s int) int64 { return t0.Add(time.Duration(s) * time.Second).UnixNano() }
+	fresh := unknownMark(t0)
+	cases := []struct {
+		name string
+		m    inputMark
+		in   *polledInput
+		wall time.Time
+		want inputMark
+	}{
+		{"first records, backlog", fresh, &polledInput{last: 10, hwm: 100, newest: sec(5)}, t0,
+			inputMark{behind: true, newest: sec(5), seen: t0}},
+		{"first records, caught up", fresh, &polledInput{last: 99, hwm: 100, newest: sec(5)}, t0,
+			inputMark{newest: sec(5), seen: t0}},
+		{"a commit marker after the last record is caught up", fresh, &polledInput{last: 98, hwm: 100, newest: sec(5)}, t0,
+			inputMark{newest: sec(5), seen: t0}},
+		{"two offsets short is behind", fresh, &polledInput{last: 97, hwm: 100, newest: sec(5)}, t0,
+			inputMark{behind: true, newest: sec(5), seen: t0}},
+		{"newest never goes back", inputMark{behind: true, newest: sec(9)}, &polledInput{last: 1, hwm: 50, newest: sec(5)}, t0,
+			inputMark{behind: true, newest: sec(9), seen: t0}},
+		{"absent, still held", fresh, nil, t0.Add(time.Hour), inputMark{behind: true, newest: math.MinInt64, seen: t0, absent: 1}},
+		{"absent long enough but too few polls", inputMark{behind: true, seen: t0, absent: behindPolls - 2}, nil, t0.Add(behindHold),
+			inputMark{behind: true, seen: t0, absent: behindPolls - 1}},
+		{"absent enough polls but too short", inputMark{behind: true, seen: t0, absent: behindPolls}, nil, t0.Add(behindHold - 1),
+			inputMark{behind: true, seen: t0, absent: behindPolls + 1}},
+		{"absent polls and time: idle, caught up", inputMark{behind: true, seen: t0, absent: behindPolls - 1}, nil, t0.Add(behindHold),
+			inputMark{seen: t0, absent: behindPolls}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := observe(c.m, c.in, c.wall); got != c.want {
+				t.Fatalf("observe = %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestFireHorizon(t *testing.T) {
+	at := func(s int) int64 { return t0.Add(time.Duration(s) * time.Second).UnixNano() }
+	clock := t0.Add(time.Hour)
+	cases := []struct {
+		name  string
+		marks map[string]inputMark
+		want  int64
+	}{
+		{"no marks: the clock", nil, clock.UnixNano()},
+		{"caught up: the clock", map[string]inputMark{"a": {newest: at(5)}}, clock.UnixNano()},
+		{"behind: its newest record", map[string]inputMark{"a": {behind: true, newest: at(5)}}, at(5)},
+		{"behind, records newer than the clock: the clock", map[string]inputMark{"a": {behind: true, newest: at(7200)}}, clock.UnixNano()},
+		{"the input furthest behind", map[string]inputMark{"a": {behind: true, newest: at(50)},
+			"b": {behind: true, newest: at(20)}, "c": {newest: at(1)}}, at(20)},
+		{"not seen yet: nothing fires", map[string]inputMark{"a": unknownMark(t0)}, math.MinInt64},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := fireHorizon(clock, c.marks); got != c.want {
+				t.Fatalf("fireHorizon = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPlanStartHoldsTimersOfABehindPartition(t *testing.T) {
+	due := t0.Add(-time.Minute).UnixNano()
+	behind := map[string]inputMark{"in": {behind: true, newest: t0.Add(-2 * time.Minute).UnixNano()}}
+	passed := map[string]inputMark{"in": {behind: true, newest: t0.Add(-30 * time.Second).UnixNano()}}
+	f := startFacts{parts: map[int32]partView{
+		0: {ready: true, next: due, marks: behind},
+		1: {ready: true, next: due, marks: passed},
+		2: {ready: true, next: due},
+	}, clock: t0, wall: t0}
+	if got := planStart(f); got.action != startProcess || !slices.Equal(got.work, []int32{1, 2}) {
+		t.Fatalf("planStart = %+v, want partitions 1 and 2 (0's input is behind its timer)", got)
+	}
+	f.polled = map[int32]int{0: 3}
+	if got := planStart(f); !slices.Equal(got.work, []int32{0, 1, 2}) {
+		t.Fatalf("planStart = %+v, want 0 too (records)", got)
+	}
+}

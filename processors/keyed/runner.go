@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -44,7 +45,14 @@ import (
 //     transaction of the previous owner is waited for). Fetching p's input
 //     is paused from the moment it is assigned until then.
 //   - Timers fire at the first tick (Config.TimerTick) at or after their
-//     deadline, in a transaction like an input, possibly shared with inputs.
+//     deadline, in a transaction like an input, possibly shared with inputs,
+//     but never early because the partition's input is behind: while the
+//     records polled of a partition end before its high watermark (a backlog,
+//     or a partition just restored whose input is not polled yet), its
+//     timers fire only up to the newest record timestamp processed from that
+//     input. A key whose input waits in the backlog is not timed out (see
+//     ORDERING.md, "Timers"; an idle partition's timers may be held up to 2s
+//     after a restore).
 //   - Failure: a Handler error, an undecodable changelog record or an error
 //     from ending a transaction stops Run with that error; nothing is
 //     retried in-process. Restart the process: the group resumes from the
@@ -84,6 +92,10 @@ type Runner[S any] struct {
 	inTxn        bool
 	carried      int
 	carriedSince time.Time
+
+	// marksAtBegin: the partitions' input marks when the open transaction
+	// began (snapshotMarks).
+	marksAtBegin map[*partition[S]]map[string]inputMark
 
 	// The open transaction's produces.
 	txWG       sync.WaitGroup
@@ -344,6 +356,7 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 
 	byPart := map[int32][]*kgo.Record{}
 	polled := map[int32]int{}
+	inputs := map[int32]map[string]*polledInput{}
 	fetches.EachPartition(func(ft kgo.FetchTopicPartition) {
 		if len(ft.Records) == 0 {
 			return
@@ -353,17 +366,49 @@ func (r *Runner[S]) cycle(ctx context.Context) error {
 		if !revoked { // the partition may be gone; its records come again
 			kafkaconsume.SetLag(r.m.lag, ft)
 		}
+		if inputs[ft.Partition] == nil {
+			inputs[ft.Partition] = map[string]*polledInput{}
+		}
+		in := inputs[ft.Partition][ft.Topic]
+		if in == nil {
+			in = &polledInput{newest: math.MinInt64}
+			inputs[ft.Partition][ft.Topic] = in
+		}
+		in.last, in.hwm = ft.Records[len(ft.Records)-1].Offset, ft.HighWatermark
+		for _, rec := range ft.Records {
+			in.newest = max(in.newest, rec.Timestamp.UnixNano())
+		}
 	})
 	n := fetches.NumRecords()
 
 	now := r.cfg.Clock()
+	wall := time.Now()
 	r.mu.Lock()
 	views := make(map[int32]partView, len(r.parts))
+	marks := make(map[int32]map[string]inputMark, len(r.parts))
 	for id, p := range r.parts {
-		views[id] = partView{ready: p.jobs != nil, next: p.next.Load()}
+		v := partView{ready: p.jobs != nil, next: p.next.Load()}
+		if v.ready {
+			// The marks as they are once this poll's records are
+			// processed (before the batch's timers fire).
+			m := make(map[string]inputMark, len(p.marks))
+			for t, mk := range p.marks {
+				m[t] = observe(mk, inputs[id][t], wall)
+			}
+			v.marks, marks[id] = m, m
+		}
+		views[id] = v
 	}
 	plan := planStart(startFacts{revoked: revoked, polled: polled, parts: views, clock: now,
-		inTxn: r.inTxn, carriedSince: r.carriedSince, wall: time.Now()})
+		inTxn: r.inTxn, carriedSince: r.carriedSince, wall: wall})
+	if plan.action != startAbortPolled { // else the polled records come again
+		if plan.begin {
+			r.snapshotMarks()
+		}
+		for id, m := range marks {
+			r.parts[id].marks = m
+		}
+	}
 	work := make([]*partition[S], 0, len(plan.work))
 	for _, id := range plan.work {
 		work = append(work, r.parts[id])
@@ -419,7 +464,8 @@ func (r *Runner[S]) transact(ctx context.Context, plan startPlan, work []*partit
 	r.txProduced.Store(0)
 	done := make(chan result, len(work))
 	for _, p := range work {
-		p.jobs <- job{op: opBatch, recs: byPart[p.id], now: now, budget: r.cfg.MaxRecords, done: done}
+		until := time.Unix(0, fireHorizon(now, p.marks)).In(now.Location())
+		p.jobs <- job{op: opBatch, recs: byPart[p.id], now: now, until: until, budget: r.cfg.MaxRecords, done: done}
 	}
 	results := make([]result, 0, len(work))
 	var fatal error
@@ -523,10 +569,44 @@ func (r *Runner[S]) end(ctx context.Context, commit bool) (bool, error) {
 	committed, err := r.sess.End(ctx, kgo.TransactionEndTry(commit))
 	r.lastEnd = time.Now()
 	r.inTxn, r.carried, r.carriedSince = false, 0, time.Time{}
+	if !committed {
+		r.rewindMarks()
+	}
+	r.marksAtBegin = nil
 	if err != nil {
 		return false, fmt.Errorf("end transaction: %w", err)
 	}
 	return committed, nil
+}
+
+// snapshotMarks keeps every partition's input marks as they are when a
+// transaction begins; rewindMarks puts them back when it aborts: its polled
+// records come again, and until they are processed again no timer may fire
+// on the strength of their timestamps. Called by the poll loop only, with
+// r.mu held or between cycles (no callback runs then).
+func (r *Runner[S]) snapshotMarks() {
+	r.marksAtBegin = make(map[*partition[S]]map[string]inputMark, len(r.parts))
+	for _, p := range r.parts {
+		r.marksAtBegin[p] = p.marks
+	}
+}
+
+func (r *Runner[S]) rewindMarks() {
+	if r.marksAtBegin == nil { // an empty transaction (abortPolled): no marks moved
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.parts {
+		if m, ok := r.marksAtBegin[p]; ok {
+			p.marks = m
+		} else if p.jobs != nil { // installed since the transaction began
+			p.marks = make(map[string]inputMark, len(r.cfg.Inputs))
+			for _, t := range r.cfg.Inputs {
+				p.marks[t] = unknownMark(time.Now())
+			}
+		}
+	}
 }
 
 // endCarried commits a transaction that holds only carried offsets (no
@@ -802,6 +882,10 @@ func (r *Runner[S]) installRestored() error {
 		}
 		if p.restoreErr != nil {
 			return fmt.Errorf("restore partition %d: %w", id, p.restoreErr)
+		}
+		p.marks = make(map[string]inputMark, len(r.cfg.Inputs))
+		for _, t := range r.cfg.Inputs {
+			p.marks[t] = unknownMark(time.Now())
 		}
 		p.jobs = make(chan job, 4)
 		p.exited = make(chan struct{})

@@ -186,7 +186,7 @@ func (t *Tester[S]) fireOne() ([]keyed.Output, error) {
 		return nil, err
 	}
 	var out []keyed.Output
-	_, err = t.st.Fire(t.now, 1, func(_ string, o []keyed.Output) { out = append(out, o...) })
+	_, err = t.st.Fire(t.now, t.now, 1, func(_ string, o []keyed.Output) { out = append(out, o...) })
 	if err == nil {
 		err = t.unmutated(key, before)
 	}

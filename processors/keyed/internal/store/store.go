@@ -120,13 +120,17 @@ func (s *Store[S, In, Out]) Previous(key string) (state *S, touched bool) {
 	return state, touched
 }
 
-// Fire calls Handler.Timer for up to max keys whose deadline is not after
-// now, earliest first, passing each one's outputs to emit. A fired timer is
+// Fire calls Handler.Timer (with now) for up to max keys whose deadline is
+// not after until (at most now), earliest first, passing each one's outputs
+// to emit. A fired timer is
 // re-armed from the key's new state only if its new deadline is after now:
 // a Timer that leaves the deadline where it was (or earlier) disarms the
 // key until its state next changes, instead of firing in a loop.
-func (s *Store[S, In, Out]) Fire(now time.Time, max int, emit func(key string, out []Out)) (fired int, err error) {
-	for fired < max && len(s.timers) > 0 && !s.timers[0].at.After(now) {
+func (s *Store[S, In, Out]) Fire(now, until time.Time, max int, emit func(key string, out []Out)) (fired int, err error) {
+	if until.After(now) {
+		until = now
+	}
+	for fired < max && len(s.timers) > 0 && !s.timers[0].at.After(until) {
 		t := heap.Pop(&s.timers).(*timer)
 		delete(s.armed, t.key)
 		cur := s.states[t.key]

@@ -27,7 +27,7 @@ func TestRollbackRestoresStatesAndTimers(t *testing.T) {
 	s.Process(t0.Add(time.Second), "a", in)
 	s.Process(t0.Add(time.Second), "c", in)
 	s.Process(t0.Add(time.Second), "b", keyed.Input{}) // delete
-	fired, err := s.Fire(t0.Add(2*time.Minute), 10, func(string, []keyed.Output) {})
+	fired, err := s.Fire(t0.Add(2*time.Minute), t0.Add(2*time.Minute), 10, func(string, []keyed.Output) {})
 	if err != nil || fired != 2 { // a and c (b is gone)
 		t.Fatalf("fired %d, %v", fired, err)
 	}
@@ -55,7 +55,7 @@ func TestStuckTimerIsDisarmed(t *testing.T) {
 	s := store.New[counter.State, keyed.Input, keyed.Output](stuck{counter.Handler{IdleAfter: time.Second}})
 	s.Process(t0, "a", keyed.Input{Value: []byte("x")})
 	s.Commit()
-	n, err := s.Fire(t0.Add(time.Hour), 100, func(string, []keyed.Output) {})
+	n, err := s.Fire(t0.Add(time.Hour), t0.Add(time.Hour), 100, func(string, []keyed.Output) {})
 	if err != nil || n != 1 || s.Armed() != 0 {
 		t.Fatalf("fired %d armed %d err %v", n, s.Armed(), err)
 	}
@@ -63,5 +63,27 @@ func TestStuckTimerIsDisarmed(t *testing.T) {
 	s.Rollback()
 	if s.Armed() != 1 {
 		t.Fatalf("armed after rollback: %d", s.Armed())
+	}
+}
+
+// TestFireUntil: only deadlines up to until fire (the runtime's hold while a
+// partition's input is behind); Timer still gets now.
+func TestFireUntil(t *testing.T) {
+	s := store.New[counter.State, keyed.Input, keyed.Output](counter.Handler{Out: "out", IdleAfter: time.Minute})
+	s.Process(t0, "a", keyed.Input{Value: []byte("x")})
+	s.Process(t0.Add(time.Minute), "b", keyed.Input{Value: []byte("x")})
+	s.Commit()
+	now := t0.Add(time.Hour)
+	var keys []string
+	n, err := s.Fire(now, t0.Add(90*time.Second), 100, func(k string, _ []keyed.Output) { keys = append(keys, k) })
+	if err != nil || n != 1 || len(keys) != 1 || keys[0] != "a" {
+		t.Fatalf("fired %d %v, %v; want a only", n, keys, err)
+	}
+	if k, at, ok := s.Peek(); !ok || k != "b" || !at.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("held timer: %s %v %v", k, at, ok)
+	}
+	// until after now is capped at now.
+	if n, err := s.Fire(t0.Add(time.Minute), now, 100, func(string, []keyed.Output) {}); err != nil || n != 0 {
+		t.Fatalf("fired %d, %v; want none before now", n, err)
 	}
 }
