@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,59 +116,16 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 
 	// The writer: one transaction per tick, retried (abort, same records)
 	// until it commits, as a processor redoes its batch.
-	var produced atomic.Int64
-	var retries atomic.Int64
-	var lastCommit time.Time // the writer's last commit, read after wg.Wait
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.TransactionalID(testenv.Unique(t, "kr-txn")),
-			kgo.RecordRetries(3), kgo.RequestTimeoutOverhead(2*time.Second))
+	recs := make([]*kgo.Record, 0, total)
+	for _, v := range events {
+		b, err := e.reg.Encode(v)
 		if err != nil {
-			t.Errorf("writer: %v", err)
-			return
+			t.Fatalf("encode: %v", err)
 		}
-		defer cl.Close()
-		per := int(rate * tick / time.Second)
-		for i := 0; i < total && ctx.Err() == nil; {
-			recs := make([]*kgo.Record, 0, per)
-			for _, v := range events[i:min(i+per, total)] {
-				b, err := e.reg.Encode(v)
-				if err != nil {
-					t.Errorf("encode: %v", err)
-					return
-				}
-				recs = append(recs, &kgo.Record{Topic: e.names.DeviceEvents, Key: []byte(snOf(v)), Value: b})
-			}
-			err := cl.BeginTransaction()
-			if err == nil {
-				err = cl.ProduceSync(ctx, recs...).FirstErr()
-			}
-			commit := err == nil
-			if eerr := cl.EndTransaction(ctx, kgo.TransactionEndTry(commit)); eerr != nil && err == nil {
-				err = eerr
-			}
-			if err != nil {
-				retries.Add(1)
-				time.Sleep(200 * time.Millisecond)
-				continue
-			}
-			i += len(recs)
-			produced.Store(int64(i))
-			lastCommit = time.Now()
-			time.Sleep(tick)
-		}
-	}()
-
-	for produced.Load() < total/3 && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
+		recs = append(recs, &kgo.Record{Topic: e.names.DeviceEvents, Key: []byte(snOf(v)), Value: b})
 	}
-	stopped := time.Now()
-	k.Stop()
-	time.Sleep(2 * time.Second)
-	k.Start()
-	back := time.Now()
+	w := k.WriteTxns(ctx, t, testenv.Unique(t, "kr-txn"), recs, int(rate*tick/time.Second), tick)
+	stopped, back := k.RestartAfter(ctx, w, total/3, 2*time.Second)
 	chResumed := kafkabroker.Resumed(ctx, adm, group, e.names.DeviceEvents)
 	redisResumed := kafkabroker.Resumed(ctx, adm, redisGroup, e.names.DeviceEvents)
 	// From now on, wait for the Redis sink to show every device's latest
@@ -213,9 +168,9 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	}()
 	t.Logf("broker down %v (from the start of its controlled shutdown to answering again, 2 s stopped)", back.Sub(stopped).Round(100*time.Millisecond))
 
-	wg.Wait()
-	if produced.Load() != total {
-		t.Fatalf("the writer produced %d of %d", produced.Load(), total)
+	lastCommit := w.Wait()
+	if n := w.Produced.Load(); n != total {
+		t.Fatalf("the writer produced %d of %d", n, total)
 	}
 	writerDone := lastCommit.Sub(back)
 	var caughtUp time.Duration
@@ -269,5 +224,5 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	t.Logf("FIGURES broker restart under %d events/s: writer retried %d transactions, last commit %v after the broker was back; "+
 		"ClickHouse held every event %v after the broker was back (%v after the last commit), raw rows %d for %d events; "+
 		"Redis showed every device's latest event %v after the broker was back (%v after the last commit), its group committed through the last record",
-		rate, retries.Load(), ms(writerDone), ms(caughtUp), ms(caughtUp-writerDone), raw, total, ms(redisCaughtUp), ms(redisCaughtUp-writerDone))
+		rate, w.Retries.Load(), ms(writerDone), ms(caughtUp), ms(caughtUp-writerDone), raw, total, ms(redisCaughtUp), ms(redisCaughtUp-writerDone))
 }

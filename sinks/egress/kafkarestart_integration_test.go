@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -137,58 +136,14 @@ func TestEgressKafkaRestart(t *testing.T) {
 	}()
 
 	// The writer: one transaction per tick, retried until it commits.
-	var produced, retries atomic.Int64
-	var lastCommit time.Time // read after wg.Wait
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(k.Addr), kgo.TransactionalID(testenv.Unique(t, "ekr-txn")),
-			kgo.RecordRetries(3), kgo.RequestTimeoutOverhead(2*time.Second))
-		if err != nil {
-			t.Errorf("writer: %v", err)
-			return
-		}
-		defer cl.Close()
-		per := int(rate * tick / time.Second)
-		for i := 0; i < total && ctx.Err() == nil; {
-			recs := make([]*kgo.Record, 0, per)
-			for _, r := range frames[i:min(i+per, total)] {
-				recs = append(recs, &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value})
-			}
-			err := cl.BeginTransaction()
-			if err == nil {
-				err = cl.ProduceSync(ctx, recs...).FirstErr()
-			}
-			if eerr := cl.EndTransaction(ctx, kgo.TransactionEndTry(err == nil)); eerr != nil && err == nil {
-				err = eerr
-			}
-			if err != nil {
-				retries.Add(1)
-				time.Sleep(200 * time.Millisecond)
-				continue
-			}
-			i += len(recs)
-			produced.Store(int64(i))
-			lastCommit = time.Now()
-			time.Sleep(tick)
-		}
-	}()
-
-	for produced.Load() < total/3 && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-	}
-	stopped := time.Now()
-	k.Stop()
-	time.Sleep(2 * time.Second)
-	k.Start()
-	back := time.Now()
+	w := k.WriteTxns(ctx, t, testenv.Unique(t, "ekr-txn"), frames, int(rate*tick/time.Second), tick)
+	stopped, back := k.RestartAfter(ctx, w, total/3, 2*time.Second)
 	resumed := kafkabroker.Resumed(ctx, adm, group, names.Downlink)
 	t.Logf("broker down %v (from the start of its controlled shutdown to answering again, 2 s stopped)", back.Sub(stopped).Round(100*time.Millisecond))
 
-	wg.Wait()
-	if produced.Load() != total {
-		t.Fatalf("the writer produced %d of %d", produced.Load(), total)
+	lastCommit := w.Wait()
+	if n := w.Produced.Load(); n != total {
+		t.Fatalf("the writer produced %d of %d", n, total)
 	}
 	// Every at-least-once frame arrives; at-most-once frames may be lost
 	// (an intent written and the publish not confirmed), never doubled.
@@ -242,6 +197,6 @@ func TestEgressKafkaRestart(t *testing.T) {
 	t.Logf("FIGURES egress through a broker restart under %d frames/s: writer retried %d transactions, last commit %v after the broker was back; "+
 		"every at-least-once frame at its device %v after the broker was back (%v after the last commit), %d replayed; "+
 		"at-most-once frames: %d of %d delivered, %d twice",
-		rate, retries.Load(), ms(lastCommit.Sub(back)), ms(allIn), ms(allIn-lastCommit.Sub(back)), replays,
+		rate, w.Retries.Load(), ms(lastCommit.Sub(back)), ms(allIn), ms(allIn-lastCommit.Sub(back)), replays,
 		amoDelivered, len(atMostOnce), amoDoubled)
 }
