@@ -65,7 +65,13 @@ start() {
   pids+=($!)
 }
 start process -ops-addr 127.0.0.1:$((base + 3)) -process-group "bench$id-process" -transactional-id-prefix "bench$id-" \
-  -allow-unregistered # the fleet is not registered in ams: this measures the pipeline, not registration
+  -allow-unregistered -rate-frame-burst -1
+# -allow-unregistered: the fleet is not registered in ams; this measures the
+# pipeline, not registration. -rate-frame-burst -1: a closed-loop camera sends
+# 20-60 frames/s, far above the per-device limit (120 at once, then 10/s), which
+# would reject one heartbeat per camera once its burst is spent, and the camera
+# would wait out its 10 s reply timeout: the figures would be of a fleet that is
+# mostly idle.
 start ingest -ops-addr 127.0.0.1:$((base + 1)) -mqtt-share-group "bench$id" -mqtt-client-id "ams-bench$id-ingest" -instance "bench$id"
 start egress -ops-addr 127.0.0.1:$((base + 2)) -egress-group "bench$id-egress" -egress-id "bench$id"
 for port in $((base + 1)) $((base + 2)) $((base + 3)); do

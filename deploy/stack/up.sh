@@ -20,6 +20,11 @@
 #   AMS_STACK_DIR       where data, logs, configs and pid files go
 #   AMS_STACK_TIMEOUT   seconds to wait for each service to answer (default 180)
 #   AMS_KAFKA_HEAP      JVM heap flags for the broker (default "-Xms256m -Xmx1g")
+#   AMS_KAFKA_TRANSACTION_VERSION  the broker's transaction.version feature (default 1: the
+#                       client adds partitions to a transaction itself; 2, Kafka 4's default,
+#                       makes the first produce of each partition wait on the coordinator and
+#                       measured slower round trips and sequence errors under backlog here:
+#                       docs/OPERATIONS.md, "Kafka transaction version")
 #   AMS_STACK_SECURE    1 (default): TLS + authentication as above; 0: plaintext and open
 #   AMS_STACK_LOCK      lock file serializing up/down runs (default /tmp/ams-stack.lock)
 #   AMS_KAFKA_PORT, AMS_KAFKA_CONTROLLER_PORT, AMS_REDIS_PORT, AMS_MQTT_PORT,
@@ -33,6 +38,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TIMEOUT="${AMS_STACK_TIMEOUT:-180}"
 KAFKA_HEAP="${AMS_KAFKA_HEAP:--Xms256m -Xmx1g}"
+KAFKA_TXN_VERSION="${AMS_KAFKA_TRANSACTION_VERSION:-1}"
 START_SECONDS=$SECONDS
 
 INSTALL_ONLY=0
@@ -374,8 +380,10 @@ start_kafka() {
 		mode="scram:$(cat "$(secret_file kafka-admin)" "$(secret_file kafka-ams)" | sha256sum | cut -c1-16)"
 		listener=SASL_SSL
 	fi
+	# The transaction version is set at format time too.
+	mode="$mode;transaction.version=$KAFKA_TXN_VERSION"
 	if [[ -f $dir/data/meta.properties && "$(cat "$dir/security" 2>/dev/null || echo plaintext)" != "$mode" ]]; then
-		log "kafka: its data was formatted for another security setting; deleting it (test data) to format again"
+		log "kafka: its data was formatted for another security or transaction version setting; deleting it (test data) to format again"
 		rm -rf "$dir/data"
 		mkdir -p "$dir/data"
 	fi
@@ -436,6 +444,7 @@ EOF
 		fi
 		if ! java -Xmx256m "${java_opts[@]}" -cp "$libs/*" kafka.tools.StorageTool format \
 			-t "$(cat "$dir/cluster-id")" -c "$dir/server.properties" --ignore-formatted "${scram[@]}" \
+			--feature "transaction.version=$KAFKA_TXN_VERSION" \
 			>>"$LOGS/kafka/format.log" 2>&1; then
 			show_logs kafka
 			die "kafka: storage format failed"
