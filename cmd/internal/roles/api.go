@@ -167,6 +167,7 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 	}
 	defer rdb.Close()
 	store := devicestate.NewStore(rdb, o.Redis.Keys())
+	defer store.Close() // the command watcher's subscription (before rdb.Close)
 	srv, err := api.New(api.Config{Tokens: tokens, Names: o.Kafka.Names(), Accounts: accounts, MaxWait: o.MaxWait,
 		LoginBurst: o.LoginBurst, LoginEvery: o.LoginEvery},
 		store, api.KafkaProducer{Client: cl}, e.reg, e.log, e.ops.Registry)
