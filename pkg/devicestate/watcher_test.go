@@ -93,8 +93,8 @@ func TestWatcherDispatch(t *testing.T) {
 
 func TestEventsPattern(t *testing.T) {
 	for prefix, want := range map[string]string{
-		"ams:":        "ams:cmd:*:events",
-		"":            "cmd:*:events",
+		"ams:":       "ams:cmd:*:events",
+		"":           "cmd:*:events",
 		`a*b?[c]\d:`: `a\*b\?\[c\]\\d:cmd:*:events`,
 	} {
 		if got := EventsPattern(Keys{Prefix: prefix}); got != want {
