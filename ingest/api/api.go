@@ -68,8 +68,9 @@ type Config struct {
 	Accounts deviceauth.Accounts
 	// MaxWait caps ?wait= (default 60 s).
 	MaxWait time.Duration
-	// MaxWaiting caps the requests waiting at once (each holds a Redis
-	// subscription); past it a ?wait= request is answered at once, as if
+	// MaxWaiting caps the requests waiting at once (each holds a waiter on
+	// the State's shared command subscription and re-reads the command at
+	// each wake-up); past it a ?wait= request is answered at once, as if
 	// without wait (default 1000).
 	MaxWaiting int
 	// DefaultLimit and MaxLimit bound a page of devices (default 100, 1000).

@@ -171,8 +171,11 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Subscribe before writing, so the projection of the command's final
-	// state cannot slip between the write and the subscription.
+	// Register the waiter before writing, so the projection of the
+	// command's final state cannot slip between the write and the watch.
+	// WatchCommand registers on the process's one pattern subscription
+	// (devicestate.CommandWatcher, already confirmed by Redis): no Redis
+	// round trip, no connection per request.
 	var wake <-chan struct{}
 	if wait > 0 {
 		select {

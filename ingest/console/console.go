@@ -96,6 +96,10 @@ type Deps struct {
 	// History may be nil: the history sections then say it is not configured.
 	History *History
 	Log     *slog.Logger
+	// Store, when set, is the read model to use (it must read Redis under
+	// Config.Keys), so the console shares the API's command subscription;
+	// nil: a Store of Redis of its own (never closed by the console).
+	Store *devicestate.Store
 }
 
 // Server serves the console. Build it with New; it is safe for concurrent use.
@@ -138,7 +142,10 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, auth: d.Auth, rdb: d.Redis, store: devicestate.NewStore(d.Redis, cfg.Keys), keys: cfg.Keys,
+	if d.Store == nil {
+		d.Store = devicestate.NewStore(d.Redis, cfg.Keys)
+	}
+	s := &Server{cfg: cfg, auth: d.Auth, rdb: d.Redis, store: d.Store, keys: cfg.Keys,
 		prod: d.Producer, enc: d.Encoder, hist: d.History, log: d.Log}
 	if _, err := rand.Read(s.csrfKey[:]); err != nil {
 		return nil, fmt.Errorf("console: csrf key: %w", err)

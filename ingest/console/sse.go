@@ -108,8 +108,9 @@ func (s *Server) cameraEvents(w http.ResponseWriter, r *http.Request, _ principa
 	s.poll(w, r, "presence", func(ctx context.Context) (any, error) { return s.presence(ctx, sn) })
 }
 
-// commandEvents streams a command's state: it subscribes to the channel the
-// Redis projection publishes after each event of the command, then reads the
+// commandEvents streams a command's state: it registers a waiter on the
+// store's command watcher (woken when the Redis projection publishes an
+// event of the command, or after a resubscription), then reads the
 // state, and reads it again after every wake-up until the state is final.
 func (s *Server) commandEvents(w http.ResponseWriter, r *http.Request, _ principal) {
 	id := r.PathValue("id")

@@ -15,6 +15,7 @@
 //	P cmd:{id}              hash: a command's current state (fields below)
 //	P cmd:{id}:history      list: every CommandEvent of the command as JSON, in seq order
 //	P cmd:{id}:events       pub/sub channel: each CommandEvent JSON, after it is applied
+//	                        (readers: one PSUBSCRIBE of P cmd:*:events, CommandWatcher)
 //
 // {sn} and {id} are escaped (see Escape): ':' and '%' become %3A and %25,
 // so a name can never contain the separator and no two keys collide,

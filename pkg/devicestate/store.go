@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -15,10 +16,15 @@ import (
 )
 
 // Store reads the projected state (for the HTTP API and the broker
-// authentication endpoints). It never writes.
+// authentication endpoints). It never writes. Close it to end the command
+// subscription WatchCommand starts.
 type Store struct {
 	rdb  goredis.UniversalClient
 	keys Keys
+
+	mu      sync.Mutex
+	closed  bool
+	watcher *CommandWatcher // started by the first WatchCommand
 }
 
 // NewStore returns a store reading keys under keys.Prefix.
@@ -267,28 +273,56 @@ func (s *Store) Command(ctx context.Context, id string) (c Command, ok bool, err
 	return c, true, nil
 }
 
-// WatchCommand subscribes to a command's events and returns once Redis has
-// confirmed the subscription, so an event applied after WatchCommand returns
-// is never missed: read the current state after it, then wait on wake.
-// wake receives a value after each applied event (several events may
-// coalesce into one wake-up); stop ends the subscription.
+// watcherStartTimeout bounds the lazy start of the command watcher (a
+// subscription's Receive has no read deadline of its own).
+const watcherStartTimeout = 10 * time.Second
+
+// WatchCommand registers a waiter of a command's events on the store's
+// CommandWatcher (one pattern subscription for the store, started by the
+// first call, which returns once Redis has confirmed it). An event applied
+// after WatchCommand returns is never missed: read the current state after
+// it, then wait on wake. wake receives a value after each applied event
+// (several events may coalesce into one wake-up) and after a lost
+// subscription is back; stop unregisters the waiter. Only the first call
+// (or the first after a failed start) makes a Redis round trip.
 func (s *Store) WatchCommand(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error) {
-	ps := s.rdb.Subscribe(ctx, s.keys.Events(id))
-	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
-		ps.Close()
-		return nil, nil, fmt.Errorf("redis: subscribe to command %s: %w", id, err)
+	w, err := s.commandWatcher(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	w := make(chan struct{}, 1)
-	msgs := ps.Channel()
-	go func() {
-		for range msgs { // ends when ps is closed
-			select {
-			case w <- struct{}{}:
-			default:
-			}
+	return w.Watch(id)
+}
+
+// commandWatcher returns the store's watcher, starting it on first use; a
+// failed start is tried again by the next call.
+func (s *Store) commandWatcher(ctx context.Context) (*CommandWatcher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrWatcherClosed
+	}
+	if s.watcher == nil {
+		ctx, cancel := context.WithTimeout(ctx, watcherStartTimeout)
+		defer cancel()
+		w, err := NewCommandWatcher(ctx, s.rdb, s.keys)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	return w, func() { ps.Close() }, nil
+		s.watcher = w
+	}
+	return s.watcher, nil
+}
+
+// Close closes the store's command watcher, if started; WatchCommand fails
+// afterwards. It does not close the Redis client.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.watcher == nil {
+		return nil
+	}
+	return s.watcher.Close()
 }
 
 func sortFunc[T any](s []T, less func(a, b T) bool) {

@@ -167,6 +167,7 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 	}
 	defer rdb.Close()
 	store := devicestate.NewStore(rdb, o.Redis.Keys())
+	defer store.Close() // the command watcher's subscription (before rdb.Close)
 	srv, err := api.New(api.Config{Tokens: tokens, Names: o.Kafka.Names(), Accounts: accounts, MaxWait: o.MaxWait,
 		LoginBurst: o.LoginBurst, LoginEvery: o.LoginEvery},
 		store, api.KafkaProducer{Client: cl}, e.reg, e.log, e.ops.Registry)
@@ -174,7 +175,7 @@ func RunAPI(ctx context.Context, o APIOptions) error {
 		return err
 	}
 	if o.Console {
-		hist, err := startConsole(srv, o.ConsoleSecureCookie || tlsCfg != nil, o, rdb, cl, e.reg, e.log)
+		hist, err := startConsole(srv, o.ConsoleSecureCookie || tlsCfg != nil, o, rdb, store, cl, e.reg, e.log)
 		if err != nil {
 			return err
 		}
@@ -256,7 +257,7 @@ func (m MosquittoOptions) write(stdout io.Writer, accounts deviceauth.Accounts) 
 // startConsole mounts the fleet console (ingest/console) on the API's
 // listener; it signs in with the API's own named, scoped tokens.
 func startConsole(srv *api.Server, secureCookie bool, o APIOptions,
-	rdb goredis.UniversalClient, cl *kgo.Client, reg *schemas.Registry, log *slog.Logger) (*console.History, error) {
+	rdb goredis.UniversalClient, store *devicestate.Store, cl *kgo.Client, reg *schemas.Registry, log *slog.Logger) (*console.History, error) {
 	chOpts, err := o.ClickHouse.Options()
 	if err != nil {
 		return nil, err
@@ -266,7 +267,7 @@ func startConsole(srv *api.Server, secureCookie bool, o APIOptions,
 		return nil, err
 	}
 	con, err := console.New(console.Config{Names: o.Kafka.Names(), Keys: o.Redis.Keys(), SecureCookie: secureCookie},
-		console.Deps{Auth: ConsoleAuth{Tokens: srv.Tokens()}, Redis: rdb, Producer: api.KafkaProducer{Client: cl}, Encoder: reg, History: hist, Log: log})
+		console.Deps{Auth: ConsoleAuth{Tokens: srv.Tokens()}, Redis: rdb, Store: store, Producer: api.KafkaProducer{Client: cl}, Encoder: reg, History: hist, Log: log})
 	if err != nil {
 		return nil, err
 	}
