@@ -77,10 +77,6 @@ declare -A pid
 pids=()
 cleanup() {
   trap - EXIT INT TERM
-  # Every role's /metrics as it ends (per-hop histograms, lags, CPU), for the analysis after.
-  for port in $(seq $((base + 1)) $((base + 8))); do
-    curl -fs --max-time 2 "http://127.0.0.1:$port/metrics" >"$dir/metrics.$port.txt" 2>/dev/null || rm -f "$dir/metrics.$port.txt"
-  done
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
 }
