@@ -6,6 +6,7 @@
 package mqttdynsec
 
 import (
+	"errors"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -87,8 +88,14 @@ func (d *Client) send(cmds []map[string]any) ([]string, error) {
 		delete(d.waiting, corr)
 		d.mu.Unlock()
 	}()
-	if tok := d.cl.Publish(deviceauth.DynsecControlTopic, 1, false, body); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("dynsec publish: %v", tok.Error())
+	tok := d.cl.Publish(deviceauth.DynsecControlTopic, 1, false, body)
+	if !tok.WaitTimeout(10 * time.Second) {
+		// The plugin rewrites its whole JSON file on every change, so a
+		// broker holding many accounts acknowledges slowly.
+		return nil, errors.New("dynsec publish: no PUBACK within 10s (a dynamic-security file with many accounts makes the broker slow)")
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("dynsec publish: %w", err)
 	}
 	select {
 	case r := <-ch:

@@ -52,7 +52,7 @@ func DefaultIngest() IngestOptions {
 		// 5ms, not less: at 1ms the closed-loop round trip of 50 cameras
 		// doubled (p50 25 -> 62 ms; the processor's Kafka -> poll hop
 		// 11 -> 36 ms), measured with deploy/bench/closed-loop.sh.
-		Linger:       time.Millisecond,
+		Linger:       5 * time.Millisecond,
 		DrainTimeout: 15 * time.Second,
 	}
 }
@@ -75,7 +75,7 @@ func (o *IngestOptions) Flags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Queue, "mqtt-queue", o.Queue, "messages buffered between the MQTT client and the pipeline")
 	fs.BoolVar(&o.UnsubscribeOnExit, "mqtt-unsubscribe-on-exit", o.UnsubscribeOnExit, "unsubscribe at shutdown (scale-in for good: the broker stops queueing for this client id)")
 	fs.IntVar(&o.MaxRecordBytes, "kafka-max-record-bytes", o.MaxRecordBytes, "the producer's limit on one Kafka record batch (keep it at most the topics' max.message.bytes); -max-payload must fit in it with the record's other fields, checked at start; a larger record is rejected (too_large)")
-	fs.DurationVar(&o.Linger, "kafka-linger", o.Linger, "producer linger: how long a batch waits to fill (each frame waits it; 1ms beat 5ms in deploy/bench/closed-loop.sh, docs/LATENCY.md)")
+	fs.DurationVar(&o.Linger, "kafka-linger", o.Linger, "producer linger: how long a batch waits to fill (each frame waits it, but 1ms made the round trip slower: fewer records per processor transaction; deploy/bench/closed-loop.sh, deploy/bench/README.md)")
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", o.DrainTimeout, "at shutdown, how long to wait for records in flight before disconnecting")
 }
 
