@@ -6,8 +6,8 @@
 package mqttdynsec
 
 import (
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
