@@ -5,11 +5,7 @@ package chsink_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,23 +13,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 	"github.com/ivms/ams/pkg/testkit/testenv"
 )
-
-// rssKB is the resident memory of process pid (VmRSS, kB), 0 if unknown.
-func rssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
 
 // groupPosition returns the sum over topic's partitions of the group's
 // committed offsets and of the end offsets.
@@ -81,33 +63,12 @@ func TestBackPressureClickHouseDown(t *testing.T) {
 
 	// The sink, as in production: the ams binary, against the private
 	// ClickHouse (no password, no TLS: its AMS_CLICKHOUSE_* are not passed).
-	logPath := filepath.Join(t.TempDir(), "sink.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(amsBin, "sink", "clickhouse",
 		"-kafka-brokers", testenv.KafkaBrokers()[0], "-topic-prefix", e.prefix,
 		"-clickhouse-addr", ch.addr, "-clickhouse-database", e.db, "-sink-group", group,
 		"-ops-addr", fmt.Sprintf("127.0.0.1:%d", opsPort), "-batch-interval", "200ms", "-retry-max", "1s")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AMS_CLICKHOUSE_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = logf.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("sink log:\n%s", tail(string(b), 4000))
-		}
-	})
+	cmd.Env = mqttconform.EnvWithout("AMS_CLICKHOUSE_")
+	mqttconform.StartLogged(t, "sink", cmd, 4000)
 
 	// Steady production.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -139,7 +100,7 @@ func TestBackPressureClickHouseDown(t *testing.T) {
 		if err != nil {
 			t.Logf("offsets: %v", err)
 		}
-		return sample{at: time.Since(start), rss: rssKB(cmd.Process.Pid), committed: c, end: en}
+		return sample{at: time.Since(start), rss: mqttconform.RSSKB(cmd.Process.Pid), committed: c, end: en}
 	}
 	time.Sleep(upFirst)
 	before := measure()

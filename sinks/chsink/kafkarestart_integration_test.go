@@ -6,10 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 
 	"github.com/ivms/ams/pkg/devicestate"
 	"github.com/ivms/ams/pkg/testkit/kafkabroker"
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
 )
@@ -53,66 +51,27 @@ func TestBackPressureKafkaRestart(t *testing.T) {
 	events := deviceEvents(testenv.Unique(t, "kr"), total, 300, time.Now().UTC().Add(-time.Hour))
 	group := testenv.Unique(t, "kr-sink")
 
-	logPath := filepath.Join(t.TempDir(), "sink.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(amsBin, "sink", "clickhouse", "-kafka-brokers", k.Addr, "-topic-prefix", e.prefix,
 		"-clickhouse-addr", e.chAddr, "-clickhouse-database", e.db, "-sink-group", group, "-ops-addr", "",
 		"-batch-interval", "200ms", "-retry-max", "1s")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AMS_KAFKA_") { // the private broker is plaintext
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = logf.Close()
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	cmd.Env = mqttconform.EnvWithout("AMS_KAFKA_") // the private broker is plaintext
+	exited := mqttconform.StartLogged(t, "sink", cmd, 4000)
 
-	// The Redis sink too (the stack's Redis), into a prefix of its own.
+	// The Redis sink too (the stack's Redis), into a prefix of its own. Its
+	// keys are deleted after it is killed (cleanups run last-in first-out).
 	redisPrefix := testenv.Unique(t, "kr") + ":"
 	redisGroup := testenv.Unique(t, "kr-redis")
-	rcmd := exec.Command(amsBin, "sink", "redis", "-kafka-brokers", k.Addr, "-topic-prefix", e.prefix,
-		"-redis-prefix", redisPrefix, "-sink-group", redisGroup, "-ops-addr", "")
-	rcmd.Env = cmd.Env
-	rlogPath := filepath.Join(t.TempDir(), "redis-sink.log")
-	rlogf, err := os.Create(rlogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcmd.Stdout, rcmd.Stderr = rlogf, rlogf
-	if err := rcmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = rlogf.Close()
-	rexited := make(chan struct{})
-	go func() { _ = rcmd.Wait(); close(rexited) }()
 	rdb := goredis.NewClient(testenv.RedisOptions())
 	t.Cleanup(func() {
-		_ = rcmd.Process.Kill()
-		<-rexited
 		if ks, _ := rdb.Keys(context.Background(), redisPrefix+"*").Result(); len(ks) > 0 {
 			rdb.Del(context.Background(), ks...)
 		}
 		_ = rdb.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(rlogPath)
-			t.Logf("redis sink log:\n%s", tail(string(b), 6000))
-		}
 	})
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("sink log:\n%s", tail(string(b), 4000))
-		}
-	})
+	rcmd := exec.Command(amsBin, "sink", "redis", "-kafka-brokers", k.Addr, "-topic-prefix", e.prefix,
+		"-redis-prefix", redisPrefix, "-sink-group", redisGroup, "-ops-addr", "")
+	rcmd.Env = cmd.Env
+	rexited := mqttconform.StartLogged(t, "redis-sink", rcmd, 6000)
 
 	// The writer: one transaction per tick, retried (abort, same records)
 	// until it commits, as a processor redoes its batch.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/ivms/ams/pkg/testkit/mqttconform"
 	"github.com/ivms/ams/pkg/testkit/testenv"
 	"github.com/ivms/ams/schemas"
 )
@@ -84,20 +84,6 @@ func (r *privateRedis) stop() {
 	_ = r.cmd.Wait()
 }
 
-func rssKB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.ParseInt(f[1], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 // TestBackPressureRedisDown measures what the Redis sink (the ams binary)
 // does while Redis is down and events keep coming at a steady rate: it
 // retries its batch and stops fetching, so its memory stays flat and the
@@ -139,36 +125,11 @@ func TestBackPressureRedisDown(t *testing.T) {
 	}
 	group := testenv.Unique(t, "bp-redis")
 	prefix := f.prefix()
-	logPath := filepath.Join(t.TempDir(), "sink.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command(bin, "sink", "redis", "-kafka-brokers", testenv.KafkaBrokers()[0],
 		"-topic-prefix", strings.TrimSuffix(f.names.DeviceEvents, "ams.device.events"),
 		"-redis-addr", red.addr, "-redis-prefix", prefix, "-sink-group", group, "-ops-addr", "")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AMS_REDIS_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = logf.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			s := string(b)
-			if len(s) > 4000 {
-				s = s[len(s)-4000:]
-			}
-			t.Logf("sink log:\n%s", s)
-		}
-	})
+	cmd.Env = mqttconform.EnvWithout("AMS_REDIS_")
+	mqttconform.StartLogged(t, "sink", cmd, 4000)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -211,14 +172,14 @@ func TestBackPressureRedisDown(t *testing.T) {
 		return committed, end
 	}
 	time.Sleep(upFirst)
-	rssBefore := rssKB(cmd.Process.Pid)
+	rssBefore := mqttconform.RSSKB(cmd.Process.Pid)
 	red.stop()
 	down := time.Now()
 	var outageRSS int64
 	var committed, end int64
 	for time.Since(down) < outage {
 		time.Sleep(time.Second)
-		outageRSS = max(outageRSS, rssKB(cmd.Process.Pid))
+		outageRSS = max(outageRSS, mqttconform.RSSKB(cmd.Process.Pid))
 		committed, end = position()
 	}
 	backlog := end - committed
@@ -228,7 +189,7 @@ func TestBackPressureRedisDown(t *testing.T) {
 	maxRSS := outageRSS
 	for {
 		committed, end = position()
-		maxRSS = max(maxRSS, rssKB(cmd.Process.Pid))
+		maxRSS = max(maxRSS, mqttconform.RSSKB(cmd.Process.Pid))
 		if produced.Load() == int64(total) && committed == end {
 			break
 		}
