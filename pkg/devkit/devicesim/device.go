@@ -43,10 +43,12 @@ const (
 	endVanish                    // the device vanished on purpose
 )
 
-// inFrame is one frame paho delivered, with its delivery time.
+// inFrame is one frame paho delivered, with its delivery time and the
+// connection it came on.
 type inFrame struct {
 	payload []byte
 	at      time.Time
+	conn    *connection
 }
 
 // pendingReq is a 702 or 703 request waiting for its reply.
@@ -90,12 +92,19 @@ type Device struct {
 	configSwept                      bool      // configAt was counted unanswered
 	hb                               []time.Time
 	hbSwept                          int // heartbeats counted unanswered whose reply may still come
-	stream, upload                   []pendingReq
-	seq                              int64
-	malSeq                           int
-	bound                            bool
-	hbFor                            *protocol.SessionKey // session hbData was encrypted with
-	hbData                           string               // the heartbeat's sData (constant per session: fixed iv)
+	// The last ended connection: how many of its heartbeats may still be
+	// answered on a later one (the cloud answers on the device's downlink
+	// topic, not on a connection), its session, and until when frames
+	// under that session are expected.
+	hbCarry        int
+	prevSession    *protocol.SessionKey
+	prevUntil      time.Time
+	stream, upload []pendingReq
+	seq            int64
+	malSeq         int
+	bound          bool
+	hbFor          *protocol.SessionKey // session hbData was encrypted with
+	hbData         string               // the heartbeat's sData (constant per session: fixed iv)
 }
 
 // connection is one MQTT connection of a device: a fresh paho client, so
@@ -184,10 +193,14 @@ func (d *Device) signal(c control) {
 	}
 }
 
-// onMessage is paho's handler for the downlink topic; it runs in paho's
-// router goroutine and only queues the frame.
-func (d *Device) onMessage(_ mqtt.Client, m mqtt.Message) {
-	in := inFrame{payload: m.Payload(), at: time.Now()}
+// maxHBCarry bounds how many replies to an ended connection's heartbeats
+// a device still accepts as late.
+const maxHBCarry = 8
+
+// onMessage queues a frame paho delivered on connection c for the device
+// goroutine; it runs in paho's router goroutine and never blocks on it.
+func (d *Device) onMessage(c *connection, m mqtt.Message) {
+	in := inFrame{payload: m.Payload(), at: time.Now(), conn: c}
 	d.inMu.Lock()
 	d.inQ = append(d.inQ, in)
 	d.inMu.Unlock()
@@ -309,7 +322,8 @@ func (d *Device) connect(ctx context.Context) (*connection, error) {
 		c.client.Disconnect(0)
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	if err := waitToken(ctx, c.client.Subscribe(d.downlink, 1, d.onMessage), cfg.ReplyTimeout); err != nil {
+	onMessage := func(_ mqtt.Client, m mqtt.Message) { d.onMessage(c, m) }
+	if err := waitToken(ctx, c.client.Subscribe(d.downlink, 1, onMessage), cfg.ReplyTimeout); err != nil {
 		c.client.Disconnect(0)
 		return nil, fmt.Errorf("subscribe %s: %w", d.downlink, err)
 	}
@@ -363,12 +377,9 @@ func (d *Device) stopTimers() {
 func (d *Device) serve(ctx context.Context, c *connection) endReason {
 	f := d.f
 	cfg := &f.cfg
-	// Start clean: frames queued by an earlier connection and a storm
-	// signal that arrived while disconnected are dropped.
-	d.inMu.Lock()
-	clear(d.inQ)
-	d.inQ = d.inQ[:0]
-	d.inMu.Unlock()
+	// A storm signal that arrived while disconnected is dropped. Frames an
+	// earlier connection's paho router still delivers are dropped where they
+	// are handled (their inFrame.conn is not c).
 	select {
 	case <-d.ctl:
 	default:
@@ -381,6 +392,11 @@ func (d *Device) serve(ctx context.Context, c *connection) endReason {
 		d.stopTimers()
 		d.sweep(time.Now())
 		d.configAt, d.configSwept = time.Time{}, false
+		// The cloud may still answer this connection's heartbeats, on the
+		// downlink topic the next connection subscribes to: those replies
+		// are late, not unsolicited.
+		d.hbCarry = min(len(d.hb)+d.hbSwept, maxHBCarry)
+		d.prevSession, d.prevUntil = d.session.Load(), time.Now().Add(cfg.ReplyTimeout)
 		d.hb, d.stream, d.upload = d.hb[:0], d.stream[:0], d.upload[:0]
 		d.hbSwept = 0
 		if d.hsDone {
@@ -414,7 +430,11 @@ func (d *Device) serve(ctx context.Context, c *connection) endReason {
 			d.work, d.inQ = d.inQ, d.work[:0]
 			d.inMu.Unlock()
 			for i := range d.work {
-				d.handle(c, d.work[i])
+				if d.work[i].conn == c {
+					d.handle(c, d.work[i])
+				} else {
+					f.c.staleFrames.Add(1)
+				}
 				d.work[i] = inFrame{}
 			}
 			d.work = d.work[:0]
@@ -644,11 +664,12 @@ func (d *Device) sendUploadParams(c *connection) {
 // handle checks one received frame, acts on it, counts it and calls the hook.
 func (d *Device) handle(c *connection, in inFrame) {
 	r := Received{SN: d.sn, Payload: in.payload, At: in.at}
+	pendingHB := len(d.hb)
 	r.Frame, r.Body, r.Failure = d.check(c, in)
 	if r.Failure != "" {
 		d.f.c.fail(r.Failure)
 	}
-	if d.f.cfg.ClosedLoop && r.Failure == "" && r.Frame.CmdType == protocol.CmdHeartbeat && len(d.hb) == 0 {
+	if d.f.cfg.ClosedLoop && r.Failure == "" && r.Frame.CmdType == protocol.CmdHeartbeat && pendingHB > 0 && len(d.hb) == 0 {
 		// Closed loop: the reply to the last outstanding heartbeat
 		// sends the next one at once.
 		d.sendHeartbeat(c)
@@ -721,11 +742,17 @@ func (d *Device) check(c *connection, in inFrame) (protocol.Frame, []byte, strin
 		return fr, nil, FailUnexpectedKind
 	}
 	s := d.session.Load()
-	if s == nil {
-		return fr, nil, FailNoSession
+	var body []byte
+	if s != nil {
+		body, err = protocol.DecryptBody(*s, fr.Data)
 	}
-	body, err := protocol.DecryptBody(*s, fr.Data)
-	if err != nil {
+	if s == nil || err != nil {
+		if d.oldSessionFrame(s, fr, kind, in.at) {
+			return fr, nil, ""
+		}
+		if s == nil {
+			return fr, nil, FailNoSession
+		}
 		return fr, nil, reasonOf(err)
 	}
 	switch kind {
@@ -745,6 +772,9 @@ func (d *Device) check(c *connection, in inFrame) (protocol.Frame, []byte, strin
 		case d.hbSwept > 0:
 			f.c.lateReplies.Add(1)
 			d.hbSwept--
+		case d.hbCarry > 0:
+			f.c.lateReplies.Add(1)
+			d.hbCarry--
 		default:
 			return fr, body, FailUnsolicited
 		}
@@ -782,6 +812,35 @@ func (d *Device) check(c *connection, in inFrame) (protocol.Frame, []byte, strin
 		_ = d.publish(c, sControlReply, reply.Encode())
 		return fr, body, ""
 	}
+}
+
+// oldSessionFrame handles a frame that the device's current session cannot
+// decrypt (or that came while it has none) but the session of its last
+// ended connection can, within the reply timeout of that connection's end:
+// the cloud sent it before it saw the new handshake. A heartbeat reply
+// among them is late (up to the heartbeats that connection left
+// unanswered); anything else is stale and not acted on, as the firmware
+// would not. It reports whether the frame was one of those.
+func (d *Device) oldSessionFrame(s *protocol.SessionKey, fr protocol.Frame, kind recvKind, at time.Time) bool {
+	old := d.prevSession
+	if old == nil || (s != nil && *s == *old) || !at.Before(d.prevUntil) {
+		return false
+	}
+	body, err := protocol.DecryptBody(*old, fr.Data)
+	if err != nil {
+		return false
+	}
+	if kind == rHeartbeat {
+		var v protocol.HeartbeatReply
+		if decodeBody(body, &v) != "" || v.Online != 1 || d.hbCarry == 0 {
+			return false
+		}
+		d.hbCarry--
+		d.f.c.lateReplies.Add(1)
+		return true
+	}
+	d.f.c.staleFrames.Add(1)
+	return true
 }
 
 // matchReply matches a 702/703 reply to its request by index. A reply to a

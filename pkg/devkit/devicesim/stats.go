@@ -130,6 +130,7 @@ type counters struct {
 	handshakes, handshakeRetries, lateHS       atomic.Int64
 	duplicateHS, resumed, configured           atomic.Int64
 	replies, publishFailures, lateReplies      atomic.Int64
+	staleFrames                                atomic.Int64
 	sent                                       [sentKinds]atomic.Int64
 	received                                   [recvKinds]atomic.Int64
 	unanswered                                 [reqKinds]atomic.Int64
@@ -206,6 +207,11 @@ type Stats struct {
 	// after their request was counted unanswered (and 702/703 replies that
 	// came twice); not failures.
 	LateReplies int64 `json:"late_replies"`
+	// StaleFrames counts frames of an ended connection, not handled and not
+	// failures: delivered by its MQTT client after the device had moved on
+	// to a new one, or sent by the cloud under the session a new handshake
+	// replaced, within the reply timeout of the change.
+	StaleFrames int64 `json:"stale_frames"`
 	// Malformed counts malformed frames sent on purpose, by kind.
 	Malformed      map[string]int64 `json:"malformed"`
 	MalformedTotal int64            `json:"malformed_total"`
@@ -261,6 +267,7 @@ func (c *counters) snapshot(devices int, elapsed time.Duration, closedLoop bool)
 		Replies:                  c.replies.Load(),
 		PublishFailures:          c.publishFailures.Load(),
 		LateReplies:              c.lateReplies.Load(),
+		StaleFrames:              c.staleFrames.Load(),
 		UnansweredBoundStreamURL: c.unansweredBound.Load(),
 		Sent:                     map[string]int64{},
 		Received:                 map[string]int64{},
@@ -358,7 +365,7 @@ func Report(s Stats) string {
 		s.Handshakes, s.HandshakeRetries, s.HandshakeLate, s.HandshakeDups, s.Resumed, s.Configured)
 	fmt.Fprintf(&b, "sent %d: %s\n", s.SentTotal, fmtMap(s.Sent))
 	fmt.Fprintf(&b, "received %d: %s\n", s.ReceivedTotal, fmtMap(s.Received))
-	fmt.Fprintf(&b, "commands answered %d, publish failures %d, late replies %d\n", s.Replies, s.PublishFailures, s.LateReplies)
+	fmt.Fprintf(&b, "commands answered %d, publish failures %d, late replies %d, stale frames %d\n", s.Replies, s.PublishFailures, s.LateReplies, s.StaleFrames)
 	fmt.Fprintf(&b, "failures %d: %s\n", s.FailuresTotal, fmtMap(s.Failures))
 	fmt.Fprintf(&b, "unanswered %d: %s (stream_url of bound devices: %d)\n",
 		sumValues(s.Unanswered), fmtMap(s.Unanswered), s.UnansweredBoundStreamURL)
