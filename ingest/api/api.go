@@ -41,7 +41,10 @@ type State interface {
 	TokenHash(ctx context.Context, sn string) (string, error)
 	ListDevices(ctx context.Context, online bool, cursor string, limit int) ([]devicestate.Device, string, error)
 	Command(ctx context.Context, id string) (devicestate.Command, bool, error)
-	WatchCommand(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error)
+	// WatchCommandFinal registers a waiter woken when the command reaches a
+	// final state (and whenever an event may have been missed); see
+	// devicestate.Store.WatchCommandFinal.
+	WatchCommandFinal(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error)
 }
 
 // Producer writes one record and returns once Kafka acknowledged it (all

@@ -29,7 +29,7 @@ type fakeState struct {
 	hashes   map[string]string
 	commands map[string]devicestate.Command
 	watchers map[string]chan struct{}
-	watched  chan string // receives an id when WatchCommand is called
+	watched  chan string // receives an id when WatchCommandFinal is called
 }
 
 func newFakeState() *fakeState {
@@ -103,7 +103,7 @@ func (f *fakeState) Command(_ context.Context, id string) (devicestate.Command, 
 	return c, ok, nil
 }
 
-func (f *fakeState) WatchCommand(_ context.Context, id string) (<-chan struct{}, func(), error) {
+func (f *fakeState) WatchCommandFinal(_ context.Context, id string) (<-chan struct{}, func(), error) {
 	f.mu.Lock()
 	ch := make(chan struct{}, 1)
 	f.watchers[id] = ch
@@ -112,13 +112,14 @@ func (f *fakeState) WatchCommand(_ context.Context, id string) (<-chan struct{},
 	return ch, func() {}, nil
 }
 
-// project sets a command's state and wakes its watcher, as the sink does.
+// project sets a command's state and, when it is final, wakes its watcher,
+// as the sink and devicestate.CommandWatcher.WatchFinal do.
 func (f *fakeState) project(c devicestate.Command) {
 	f.mu.Lock()
 	f.commands[c.ID] = c
 	ch := f.watchers[c.ID]
 	f.mu.Unlock()
-	if ch != nil {
+	if ch != nil && c.Final {
 		ch <- struct{}{}
 	}
 }

@@ -173,9 +173,10 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 
 	// Register the waiter before writing, so the projection of the
 	// command's final state cannot slip between the write and the watch.
-	// WatchCommand registers on the process's one pattern subscription
+	// WatchCommandFinal registers on the process's one pattern subscription
 	// (devicestate.CommandWatcher, already confirmed by Redis): no Redis
-	// round trip, no connection per request.
+	// round trip, no connection per request. It wakes only on a final
+	// state, so the interim ones (ACCEPTED, SENT, DELIVERED) cost no read.
 	var wake <-chan struct{}
 	if wait > 0 {
 		select {
@@ -190,7 +191,7 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		s.m.waiting.Inc()
 		defer s.m.waiting.Dec()
 		var stop func()
-		wake, stop, err = s.state.WatchCommand(r.Context(), id)
+		wake, stop, err = s.state.WatchCommandFinal(r.Context(), id)
 		if err != nil {
 			s.internal(w, r, err)
 			return
@@ -226,7 +227,8 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 }
 
 // waitFinal reads the command's state now and after every wake-up until it
-// is final or wait has passed. No polling: only the projection wakes it.
+// is final or wait has passed. No polling: only the projection of a final
+// state (or a resubscription of the watcher) wakes it.
 func (s *Server) waitFinal(r *http.Request, id string, wake <-chan struct{}, wait time.Duration) (devicestate.Command, bool, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -241,7 +243,13 @@ func (s *Server) waitFinal(r *http.Request, id string, wake <-chan struct{}, wai
 		select {
 		case <-wake:
 		case <-timer.C:
-			return c, false, nil
+			// Interim states do not wake the waiter: read the latest
+			// once more for the answer.
+			c, ok, err := s.state.Command(r.Context(), id)
+			if err != nil {
+				return devicestate.Command{}, false, err
+			}
+			return c, ok && c.Final, nil
 		case <-r.Context().Done():
 			return c, false, r.Context().Err()
 		}

@@ -293,6 +293,18 @@ func (s *Store) WatchCommand(ctx context.Context, id string) (wake <-chan struct
 	return w.Watch(id)
 }
 
+// WatchCommandFinal is WatchCommand for a waiter that only wants the
+// command's outcome: wake receives a value after an event with a final
+// state and after a lost subscription is back, not after interim states
+// (CommandWatcher.WatchFinal).
+func (s *Store) WatchCommandFinal(ctx context.Context, id string) (wake <-chan struct{}, stop func(), err error) {
+	w, err := s.commandWatcher(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w.WatchFinal(id)
+}
+
 // commandWatcher returns the store's watcher, starting it on first use; a
 // failed start is tried again by the next call.
 func (s *Store) commandWatcher(ctx context.Context) (*CommandWatcher, error) {

@@ -2,12 +2,15 @@ package devicestate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ivms/ams/processors/cmdlife"
 )
 
 // ErrWatcherClosed is returned by Watch after Close.
@@ -31,6 +34,12 @@ var ErrWatcherClosed = errors.New("devicestate: command watcher closed")
 //   - A wake is a hint, not a count: each wake channel has a buffer of one and
 //     sends never block, so several events may coalesce into one wake-up.
 //     Every waiter of a command (there may be several) is woken.
+//   - A waiter registered with WatchFinal is woken only by an event whose
+//     state is final (or whose payload cannot be read as an event, to be
+//     safe) and at resubscriptions: a caller that only wants the outcome
+//     (the API's ?wait=) does not read the command again at every interim
+//     state. The Redis sink publishes an event after applying it, so the
+//     state read after such a wake-up is final.
 //
 // Waiters are keyed by the exact channel name (Keys.Events), so a message is
 // routed without unescaping the id, and a channel the pattern matches that is
@@ -42,7 +51,7 @@ type CommandWatcher struct {
 
 	mu      sync.Mutex
 	closed  bool
-	waiters map[string]map[chan struct{}]struct{} // channel name -> wake channels
+	waiters map[string]map[chan struct{}]bool // channel name -> wake channels -> final only
 }
 
 // EventsPattern returns the PSUBSCRIBE pattern matching every Keys.Events
@@ -93,7 +102,7 @@ func confirm(ctx context.Context, ps *goredis.PubSub) error {
 }
 
 func newWatcher(keys Keys) *CommandWatcher {
-	return &CommandWatcher{keys: keys, done: make(chan struct{}), waiters: map[string]map[chan struct{}]struct{}{}}
+	return &CommandWatcher{keys: keys, done: make(chan struct{}), waiters: map[string]map[chan struct{}]bool{}}
 }
 
 // dispatch routes the subscription's messages until msgs is closed (by
@@ -104,19 +113,34 @@ func (w *CommandWatcher) dispatch(msgs <-chan any) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *goredis.Message:
-			w.wake(m.Channel)
+			w.wake(m.Channel, eventIsFinal(m.Payload))
 		case *goredis.Subscription:
 			w.wakeAll()
 		}
 	}
 }
 
-func (w *CommandWatcher) wake(channel string) {
+func (w *CommandWatcher) wake(channel string, final bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for c := range w.waiters[channel] {
-		notify(c)
+	for c, finalOnly := range w.waiters[channel] {
+		if final || !finalOnly {
+			notify(c)
+		}
 	}
+}
+
+// eventIsFinal reports whether a published command event (CommandEvent
+// JSON) has a final state; a payload that is not such an event counts as
+// final, so that no waiter can sleep through it.
+func eventIsFinal(payload string) bool {
+	var ev struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(payload), &ev); err != nil || ev.State == "" {
+		return true
+	}
+	return cmdlife.Final(ev.State)
 }
 
 func (w *CommandWatcher) wakeAll() {
@@ -142,6 +166,18 @@ func notify(c chan struct{}) {
 // and after every wake-up. stop unregisters the waiter; it may be called more
 // than once. Watch makes no Redis round trip.
 func (w *CommandWatcher) Watch(id string) (wake <-chan struct{}, stop func(), err error) {
+	return w.watch(id, false)
+}
+
+// WatchFinal is Watch for a waiter that only wants the command's outcome:
+// wake receives a value after an event with a final state (and after every
+// resubscription), not after interim ones. Read the state after WatchFinal
+// returns and after every wake-up, as with Watch.
+func (w *CommandWatcher) WatchFinal(id string) (wake <-chan struct{}, stop func(), err error) {
+	return w.watch(id, true)
+}
+
+func (w *CommandWatcher) watch(id string, finalOnly bool) (wake <-chan struct{}, stop func(), err error) {
 	ch := w.keys.Events(id)
 	c := make(chan struct{}, 1)
 	w.mu.Lock()
@@ -151,10 +187,10 @@ func (w *CommandWatcher) Watch(id string) (wake <-chan struct{}, stop func(), er
 	}
 	set := w.waiters[ch]
 	if set == nil {
-		set = map[chan struct{}]struct{}{}
+		set = map[chan struct{}]bool{}
 		w.waiters[ch] = set
 	}
-	set[c] = struct{}{}
+	set[c] = finalOnly
 	var once sync.Once
 	return c, func() { once.Do(func() { w.unregister(ch, c) }) }, nil
 }

@@ -102,3 +102,45 @@ func TestEventsPattern(t *testing.T) {
 		}
 	}
 }
+
+// TestWatcherFinalOnly: a WatchFinal waiter sleeps through interim states
+// and is woken by a final one, by a payload that is not a command event,
+// and by a resubscription; a Watch waiter of the same command is woken by
+// every event.
+func TestWatcherFinalOnly(t *testing.T) {
+	w := newWatcher(Keys{Prefix: "p:"})
+	msgs := make(chan any)
+	go w.dispatch(msgs)
+	final, stopFinal, _ := w.WatchFinal("c1")
+	defer stopFinal()
+	every, stopEvery, _ := w.Watch("c1")
+	defer stopEvery()
+	ch := w.keys.Events("c1")
+
+	for _, st := range []string{"ACCEPTED", "QUEUED", "SENT", "DELIVERED"} {
+		msgs <- &goredis.Message{Channel: ch, Payload: `{"command_id":"c1","state":"` + st + `","seq":2}`}
+		syncDispatch(t, w, msgs)
+		if woken(final) {
+			t.Fatalf("the final-only waiter was woken by %s", st)
+		}
+		if !woken(every) {
+			t.Fatalf("the every-event waiter was not woken by %s", st)
+		}
+	}
+	for _, payload := range []string{
+		`{"command_id":"c1","state":"SUCCEEDED"}`, `{"state":"TIMED_OUT"}`, `{"state":"EXPIRED"}`,
+		`{"state":"REJECTED"}`, `{"state":"FAILED"}`, `not json`, `{"no":"state"}`,
+	} {
+		msgs <- &goredis.Message{Channel: ch, Payload: payload}
+		syncDispatch(t, w, msgs)
+		if !woken(final) || !woken(every) {
+			t.Fatalf("payload %s did not wake both waiters", payload)
+		}
+	}
+	msgs <- &goredis.Subscription{Kind: "psubscribe", Channel: "p:cmd:*:events", Count: 1}
+	syncDispatch(t, w, msgs)
+	if !woken(final) || !woken(every) {
+		t.Fatal("a resubscription did not wake both waiters")
+	}
+	close(msgs)
+}

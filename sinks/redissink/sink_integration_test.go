@@ -264,7 +264,9 @@ func TestSinkReplay(t *testing.T) {
 }
 
 // TestWatchWakes: a subscriber of a command's channel is woken by the
-// projection of the command's event.
+// projection of the command's event; a final-only subscriber
+// (WatchCommandFinal, the API's ?wait=) sleeps through the interim event
+// and is woken by the final one, after which the state read is final.
 func TestWatchWakes(t *testing.T) {
 	f := newFixture(t)
 	p := f.prefix()
@@ -276,6 +278,11 @@ func TestWatchWakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopWatch()
+	final, stopFinal, err := st.WatchCommandFinal(ctx, "C9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopFinal()
 	f.produce(f.names.CommandEvents, "SN9", &schemas.CommandEvent{EventID: "C9/1", CommandID: "C9", SN: "SN9", Kind: "reboot",
 		State: schemas.CommandAccepted, At: ts(1), Seq: 1})
 	_, stop := f.start(p)
@@ -291,6 +298,21 @@ func TestWatchWakes(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("not woken")
+	}
+	select {
+	case <-final:
+		t.Fatal("the final-only waiter was woken by ACCEPTED")
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.produce(f.names.CommandEvents, "SN9", &schemas.CommandEvent{EventID: "C9/2", CommandID: "C9", SN: "SN9", Kind: "reboot",
+		State: schemas.CommandSucceeded, At: ts(2), Seq: 2})
+	select {
+	case <-final:
+		if c, ok, err := st.Command(ctx, "C9"); err != nil || !ok || c.State != schemas.CommandSucceeded || !c.Final {
+			t.Fatalf("after the final wake-up: %+v %v %v", c, ok, err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the final-only waiter was not woken by SUCCEEDED")
 	}
 }
 
