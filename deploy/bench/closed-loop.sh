@@ -15,6 +15,7 @@
 #                       roles built from an older commit be measured by this client
 #   AMS_BENCH_DIR       work dir for keys and logs (default: a new temp dir)
 #   AMS_BENCH_ENV       extra "NAME=value ..." for the roles (e.g. AMS_MAX_LINGER=2ms)
+#   AMS_BENCH_KEEP_TOPICS=1  keep the run's Kafka topics (deleted at exit otherwise)
 #   AMS_KAFKA_BROKERS, AMS_MQTT_URL and every other AMS_* variable reach the
 #   roles unchanged (the secure stack's settings included).
 #
@@ -22,6 +23,7 @@
 # (the script prints it before and after).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+. deploy/bench/lib.sh
 devices=${1:-50}
 duration=${2:-30s}
 warmup=${AMS_BENCH_WARMUP:-10s}
@@ -55,6 +57,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
+  bench_drop_topics -topic-prefix "$AMS_TOPIC_PREFIX"
 }
 trap cleanup EXIT INT TERM
 

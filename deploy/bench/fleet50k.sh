@@ -39,7 +39,7 @@
 #   AMS_FLEET_PER_SIM    most cameras per simulator process (default 9000)
 #   AMS_FLEET_STORM_AT   seconds from start to the storm (default 120 + devices/200)
 #   AMS_FLEET_TAIL       seconds watched after the vanish (default 60)
-#   AMS_BENCH_BIN, AMS_BENCH_DIR, AMS_BENCH_ENV as in closed-loop.sh.
+#   AMS_BENCH_BIN, AMS_BENCH_DIR, AMS_BENCH_ENV, AMS_BENCH_KEEP_TOPICS as in closed-loop.sh.
 #
 # Needs: mosquitto (deploy/stack/up.sh installs it) and about devices/3 +
 # 1000 open files per broker: the script raises its limit (as root, the hard
@@ -100,6 +100,7 @@ cleanup() {
   for p in "${stopped[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
+  bench_drop_topics -namespace "$id"
 }
 trap cleanup EXIT INT TERM
 bg() { # name cmd...

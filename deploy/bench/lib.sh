@@ -1,4 +1,4 @@
-# Shared helpers of soak.sh and fleet50k.sh (sourced, not run).
+# Shared helpers of closed-loop.sh, soak.sh and fleet50k.sh (sourced, not run).
 #
 # bench_mosquitto_auth DIR DEVICES_FILE
 #   Writes a private dynamic-security setup into DIR with the same code the
@@ -23,6 +23,12 @@
 #   fails with TOPIC_ALREADY_EXISTS until the metadata catches up.
 # bench_sns PREFIX FIRST N
 #   Prints the simulator's serial numbers PREFIX + 10-digit FIRST..FIRST+N-1.
+# bench_drop_topics -topic-prefix P | -namespace NS
+#   Deletes the run's Kafka topics (deploy/bench/droptopics), unless
+#   AMS_BENCH_KEEP_TOPICS=1; called by every script's cleanup. Left behind,
+#   ten topics of twelve partitions per run pile up, and a broker holding
+#   a couple of thousand idle partitions spends a good part of a core on
+#   them, which skews every later measurement. Never fails the script.
 
 bench_sns() {
   awk -v p="$1" -v f="$2" -v n="$3" 'BEGIN {for (i = f; i < f + n; i++) printf "%s%010d\n", p, i}'
@@ -97,4 +103,11 @@ bench_mosquitto() {
   done
   echo "mosquitto $name on port $port did not start: see $dir/$name.log" >&2
   return 1
+}
+
+bench_drop_topics() {
+  [ "${AMS_BENCH_KEEP_TOPICS:-0}" = 1 ] && return 0
+  local tool=$dir/droptopics
+  [ -x "$tool" ] || go build -o "$tool" ./deploy/bench/droptopics || return 0
+  "$tool" "$@" >>"$dir/droptopics.log" 2>&1 || echo "could not delete the run's topics: see $dir/droptopics.log" >&2
 }

@@ -33,7 +33,7 @@
 # Exit status 1 when a heartbeat reply was lost (unanswered and never late)
 # or doubled (unsolicited), or a transaction aborted after the first sample.
 #
-#   AMS_BENCH_BIN, AMS_BENCH_DIR, AMS_BENCH_ENV as in closed-loop.sh.
+#   AMS_BENCH_BIN, AMS_BENCH_DIR, AMS_BENCH_ENV, AMS_BENCH_KEEP_TOPICS as in closed-loop.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . deploy/bench/lib.sh
@@ -79,6 +79,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
+  bench_drop_topics -namespace "$id"
 }
 trap cleanup EXIT INT TERM
 bg() { # name cmd...
