@@ -113,17 +113,24 @@ func (w *CommandWatcher) dispatch(msgs <-chan any) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *goredis.Message:
-			w.wake(m.Channel, eventIsFinal(m.Payload))
+			w.wake(m.Channel, m.Payload)
 		case *goredis.Subscription:
 			w.wakeAll()
 		}
 	}
 }
 
-func (w *CommandWatcher) wake(channel string, final bool) {
+// wake notifies the waiters of channel. The pattern carries every command
+// event of the prefix, most of them awaited by nobody, so the payload is
+// parsed only when a final-only waiter needs its state, once.
+func (w *CommandWatcher) wake(channel, payload string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	final, parsed := false, false
 	for c, finalOnly := range w.waiters[channel] {
+		if finalOnly && !parsed {
+			final, parsed = eventIsFinal(payload), true
+		}
 		if final || !finalOnly {
 			notify(c)
 		}
